@@ -1,0 +1,11 @@
+//! lbgw: an eBPF-powered L4 load balancer and Gateway API data plane.
+//!
+//! The modules follow the data path:
+//! - [`config`]: Kubernetes YAML (Gateway, Service, CiliumLoadBalancerIPPool, ...) → a model;
+//! - [`ipam`]: LoadBalancer IP allocation from the pools (LB-IPAM);
+//! - [`dataplane`]: the XDP program: loading, attaching, its maps and counters;
+//! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace.
+pub mod announce;
+pub mod config;
+pub mod dataplane;
+pub mod ipam;
