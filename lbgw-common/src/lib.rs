@@ -13,6 +13,8 @@
 pub mod names {
     /// The XDP program attached to announcing interfaces.
     pub const XDP_PROGRAM: &str = "lbgw_xdp";
+    /// A program that passes every frame (benchmark baseline, veth peers in native mode).
+    pub const PASS_PROGRAM: &str = "lbgw_pass";
     /// `HashMap<VipKey, VipInfo>`: the VIPs this node answers for.
     pub const VIPS: &str = "LBGW_VIPS";
     /// `HashMap<IfaceKey, IfaceInfo>`: interfaces (and VLANs) the program answers on.
@@ -42,7 +44,8 @@ impl VipKey {
     pub const fn v4(octets: [u8; 4]) -> Self {
         Self {
             addr: [
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2],
+                octets[3],
             ],
         }
     }

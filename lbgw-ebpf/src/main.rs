@@ -34,14 +34,20 @@ mod program {
     #[xdp]
     pub fn lbgw_xdp(ctx: XdpContext) -> u32 {
         let verdict = try_lbgw_xdp(&ctx);
-        let action = match verdict {
+        match verdict {
             Verdict::Tx => xdp_action::XDP_TX,
             Verdict::Pass(reason) => {
                 maps::count(reason);
                 xdp_action::XDP_PASS
             }
-        };
-        action
+        }
+    }
+
+    /// Passes every frame: the baseline for per-packet cost measurements, and the program a
+    /// lab attaches to the peer of a veth so native-mode XDP_TX frames are not dropped.
+    #[xdp]
+    pub fn lbgw_pass(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
     }
 
     #[inline(always)]

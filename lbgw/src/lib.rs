@@ -4,8 +4,11 @@
 //! - [`config`]: Kubernetes YAML (Gateway, Service, CiliumLoadBalancerIPPool, ...) → a model;
 //! - [`ipam`]: LoadBalancer IP allocation from the pools (LB-IPAM);
 //! - [`dataplane`]: the XDP program: loading, attaching, its maps and counters;
-//! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace.
+//! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace;
+//! - [`daemon`]: `lbgw run`, tying the above together.
 pub mod announce;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod ipam;
+pub mod route;

@@ -1,1 +1,150 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | build | run | test | bench-xdp`.
+//!
+//! Everything a fresh machine lacks (nightly's rust-src, bpf-linker, the Debian packages the
+//! tests drive) is installed by `setup`, which `run`, `test` and `bench-xdp` call first.
+mod lab;
+mod setup;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (rust-src, bpf-linker, Debian packages).
+    Setup,
+    /// Build lbgw (with its embedded eBPF object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run lbgw. Without --iface: in a throwaway lab of network namespaces on the examples
+    /// config, removed again on Ctrl-C or exit. With --iface: on that interface of this host.
+    Run {
+        /// A real interface of this (dev) machine to run on, instead of the lab.
+        #[arg(long)]
+        iface: Option<String>,
+        /// Configuration files or directories (default: examples/).
+        #[arg(long)]
+        config: Vec<PathBuf>,
+        #[arg(long)]
+        release: bool,
+        /// Extra arguments passed to `lbgw run`.
+        #[arg(last = true)]
+        lbgw_args: Vec<String>,
+    },
+    /// Run every test, the privileged ones included (needs root).
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Measure the XDP program's per-packet cost per verdict with BPF_PROG_TEST_RUN.
+    BenchXdp,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::all(),
+        Task::Build { release } => build(release).map(|_| ()),
+        Task::Run {
+            iface,
+            config,
+            release,
+            lbgw_args,
+        } => {
+            setup::all()?;
+            let bin = build(release)?;
+            let config = if config.is_empty() {
+                vec![workspace_root().join("examples")]
+            } else {
+                config
+            };
+            match iface {
+                Some(iface) => run_on_host(&bin, &iface, &config, &lbgw_args),
+                None => lab::run(&bin, &config, &lbgw_args),
+            }
+        }
+        Task::Test { cargo_args } => {
+            setup::all()?;
+            let bin = build(false)?;
+            let status = Command::new(cargo())
+                .current_dir(workspace_root())
+                .args(["test", "--workspace"])
+                .args(&cargo_args)
+                .env("LBGW_BIN", &bin)
+                .status()
+                .context("running cargo test")?;
+            if !status.success() {
+                bail!("tests failed ({status})");
+            }
+            Ok(())
+        }
+        Task::BenchXdp => {
+            setup::all()?;
+            let status = Command::new(cargo())
+                .current_dir(workspace_root())
+                .args(["run", "--release", "-p", "lbgw-tests", "--bin", "xdp-bench"])
+                .status()
+                .context("running xdp-bench")?;
+            if !status.success() {
+                bail!("xdp-bench failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Builds `lbgw` and returns the path of the binary.
+fn build(release: bool) -> Result<PathBuf> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(workspace_root())
+        .args(["build", "-p", "lbgw"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building lbgw failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("lbgw"))
+}
+
+fn run_on_host(bin: &PathBuf, iface: &str, config: &[PathBuf], extra: &[String]) -> Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--iface", iface]);
+    for c in config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(extra);
+    let status = cmd.status().context("running lbgw")?;
+    if !status.success() {
+        bail!("lbgw exited with {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,626 @@
+//! Tests of the configuration loader, including the fixtures of `lbgw/tests/fixtures/` and the
+//! example of `examples/`.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use super::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// The error messages, each with its causes.
+fn messages(err: &ConfigError) -> Vec<String> {
+    err.errors().iter().map(|e| error_chain(e)).collect()
+}
+
+fn parse(text: &str) -> Config {
+    match Config::from_yaml("test.yaml", text) {
+        Ok(config) => config,
+        Err(err) => panic!("unexpected error: {}", error_chain(&err)),
+    }
+}
+
+fn parse_err(text: &str) -> Vec<String> {
+    match Config::from_yaml("test.yaml", text) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(err) => messages(&err),
+    }
+}
+
+const ALL_KINDS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: lbgw}
+spec: {controllerName: lbgw.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web}
+spec:
+  gatewayClassName: lbgw
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: apps}
+spec:
+  parentRefs: [{name: web, namespace: default}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: grant, namespace: apps}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: net}
+spec: {type: LoadBalancer, ports: [{port: 53, protocol: UDP}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: dns-1, namespace: net}
+addressType: IPv4
+endpoints: [{addresses: [198.51.100.53]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+type: kubernetes.io/tls
+data: {tls.crt: c2VjcmV0LWNlcnQ=, tls.key: c2VjcmV0LWtleQ==}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {name: blue}
+spec:
+  blocks: [{cidr: 192.0.2.0/28}]
+"#;
+
+#[test]
+fn loads_every_kind_with_its_source() {
+    let config = parse(ALL_KINDS);
+    let ids = |ids: Vec<&ObjectRef>| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(config.gateway_classes.iter().map(|o| &o.id).collect()),
+        ["GatewayClass lbgw"]
+    );
+    assert_eq!(
+        ids(config.gateways.iter().map(|o| &o.id).collect()),
+        ["Gateway default/web"]
+    );
+    assert_eq!(
+        ids(config.http_routes.iter().map(|o| &o.id).collect()),
+        ["HTTPRoute apps/route"]
+    );
+    assert_eq!(
+        ids(config.reference_grants.iter().map(|o| &o.id).collect()),
+        ["ReferenceGrant apps/grant"]
+    );
+    assert_eq!(
+        ids(config.services.iter().map(|o| &o.id).collect()),
+        ["Service net/dns"]
+    );
+    assert_eq!(
+        ids(config.endpoint_slices.iter().map(|o| &o.id).collect()),
+        ["EndpointSlice net/dns-1"]
+    );
+    assert_eq!(
+        ids(config.secrets.iter().map(|o| &o.id).collect()),
+        ["Secret default/tls"]
+    );
+    assert_eq!(
+        ids(config.ip_pools.iter().map(|o| &o.id).collect()),
+        ["CiliumLoadBalancerIPPool blue"]
+    );
+    let gateway = &config.gateways[0];
+    assert_eq!(gateway.source.file, Path::new("test.yaml"));
+    assert_eq!(gateway.source.document, 2);
+    assert_eq!(gateway.object.spec.listeners[0].port, 80);
+    assert_eq!(config.ip_pools[0].source.document, 8);
+}
+
+#[test]
+fn namespace_defaults_to_default_and_is_filled_in() {
+    let config = parse(ALL_KINDS);
+    assert_eq!(config.gateways[0].id.namespace, "default");
+    assert_eq!(
+        config.gateways[0].object.metadata.namespace.as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        config.secrets[0].object.metadata.namespace.as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        config.services[0].object.metadata.namespace.as_deref(),
+        Some("net")
+    );
+    // Cluster-scoped kinds have no namespace.
+    assert_eq!(config.gateway_classes[0].id.namespace, "");
+    assert_eq!(
+        config.ip_pools[0].id.to_string(),
+        "CiliumLoadBalancerIPPool blue"
+    );
+}
+
+#[test]
+fn debug_output_does_not_show_secret_data() {
+    let config = parse(ALL_KINDS);
+    let debug = format!("{config:?}");
+    assert!(debug.contains("Secret default/tls"), "{debug}");
+    assert!(
+        !debug.contains("secret-cert") && !debug.contains("c2VjcmV0"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn unknown_kinds_and_foreign_groups_are_ignored() {
+    let config = parse(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec: {this: is not checked}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: knative}
+spec: {template: {}}
+---
+apiVersion: example.com/v1
+kind: Gizmo
+---
+apiVersion: v1
+kind: Service
+metadata: {name: real}
+"#,
+    );
+    assert_eq!(config.services.len(), 1);
+    assert_eq!(config.services[0].id.name, "real");
+}
+
+#[test]
+fn empty_documents_and_comments_are_skipped() {
+    let config = parse(
+        "---\n# only a comment\n---\n\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n",
+    );
+    assert_eq!(config.secrets.len(), 1);
+    assert_eq!(config.secrets[0].source.document, 3);
+    assert!(parse("").secrets.is_empty());
+}
+
+#[test]
+fn malformed_field_names_file_object_and_path() {
+    let path = fixture("bad-field-type.yaml");
+    let err = load(std::slice::from_ref(&path)).unwrap_err();
+    assert_eq!(
+        messages(&err),
+        [format!(
+            "{}: Gateway default/web: spec.listeners[0].port: invalid type: string \"x\", expected i32",
+            path.display()
+        )]
+    );
+    assert!(
+        matches!(&err, ConfigError::Invalid { field, .. } if field == "spec.listeners[0].port")
+    );
+}
+
+#[test]
+fn missing_required_field_is_reported_at_its_parent() {
+    let errors = parse_err(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: n}\nspec: {listeners: []}\n",
+    );
+    assert_eq!(
+        errors,
+        ["test.yaml: Gateway n/g: spec: missing field `gatewayClassName`"]
+    );
+    let errors =
+        parse_err("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\n");
+    assert_eq!(
+        errors,
+        ["test.yaml: Gateway default/g: missing field `spec`"]
+    );
+}
+
+#[test]
+fn documents_without_apiversion_kind_or_name_name_file_and_document() {
+    let path = fixture("bad-missing-kind.yaml");
+    let err = load(std::slice::from_ref(&path)).unwrap_err();
+    assert_eq!(
+        messages(&err),
+        [format!("{}: document 2: missing kind", path.display())]
+    );
+    assert_eq!(
+        parse_err("kind: Service\nmetadata: {name: x}\n"),
+        ["test.yaml: document 1: missing apiVersion"]
+    );
+    assert_eq!(
+        parse_err("apiVersion: v1\nkind: Service\nmetadata: {namespace: x}\n"),
+        ["test.yaml: document 1: Service without metadata.name"]
+    );
+    assert_eq!(
+        parse_err("apiVersion: 1\nkind: Service\n"),
+        ["test.yaml: document 1: apiVersion must be a string"]
+    );
+    assert_eq!(
+        parse_err("- just\n- a list\n"),
+        ["test.yaml: document 1: not an object (expected a mapping with apiVersion and kind)"]
+    );
+}
+
+#[test]
+fn yaml_syntax_error_names_file_document_and_line() {
+    let path = fixture("bad-yaml.yaml");
+    let err = load(std::slice::from_ref(&path)).unwrap_err();
+    let messages = messages(&err);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let prefix = format!("{}: document 2: invalid YAML: ", path.display());
+    assert!(messages[0].starts_with(&prefix), "{}", messages[0]);
+    assert!(messages[0].contains("line 10"), "{}", messages[0]);
+}
+
+#[test]
+fn unsupported_version_of_a_known_kind_is_an_error() {
+    let path = fixture("bad-version.yaml");
+    let err = load(std::slice::from_ref(&path)).unwrap_err();
+    assert_eq!(
+        messages(&err),
+        [format!(
+            "{}: Gateway legacy/old: unsupported apiVersion \"gateway.networking.k8s.io/v1alpha2\" \
+             (supported: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1)",
+            path.display()
+        )]
+    );
+    assert_eq!(
+        parse_err("apiVersion: v2\nkind: Service\nmetadata: {name: s}\n"),
+        ["test.yaml: Service default/s: unsupported apiVersion \"v2\" (supported: v1)"]
+    );
+}
+
+#[test]
+fn duplicate_objects_name_both_files() {
+    let (a, b) = (fixture("duplicate-a.yaml"), fixture("duplicate-b.yaml"));
+    let err = load(&[a.clone(), b.clone()]).unwrap_err();
+    assert_eq!(
+        messages(&err),
+        [format!(
+            "Service default/dns is defined twice: in {} (document 1) and in {} (document 1)",
+            a.display(),
+            b.display()
+        )]
+    );
+    // Same name in another namespace or of another kind is not a duplicate.
+    let config = parse(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: other}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: x}\n",
+    );
+    assert_eq!((config.services.len(), config.secrets.len()), (2, 1));
+}
+
+#[test]
+fn every_error_is_reported() {
+    let errors = parse_err(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: x}]}\n---\nkind: Service\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "test.yaml: Service default/a: spec.ports[0].port: invalid type: string \"x\", expected i32",
+            "test.yaml: document 2: missing apiVersion",
+            "Service default/a is defined twice: in test.yaml (document 1) and in test.yaml (document 3)",
+        ]
+    );
+    let err = Config::from_yaml("test.yaml", "kind: A\n---\nkind: B\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "2 configuration errors:\n  test.yaml: document 1: missing apiVersion\n  test.yaml: document 2: missing apiVersion"
+    );
+}
+
+#[test]
+fn list_documents_are_expanded() {
+    let config = parse(
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: b}\n",
+    );
+    assert_eq!(config.services[0].source.item, Some(0));
+    assert_eq!(config.secrets[0].source.item, Some(1));
+    assert_eq!(
+        config.secrets[0].source.to_string(),
+        "test.yaml (document 1, items[1])"
+    );
+    assert_eq!(
+        parse_err("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  metadata: {name: a}\n"),
+        ["test.yaml: document 1: items[0]: missing kind"]
+    );
+}
+
+#[test]
+fn yaml_merge_keys_are_applied() {
+    let config = parse(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a, labels: &common {team: net}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  labels:\n    <<: {team: net, tier: edge}\n    tier: core\n",
+    );
+    let labels = config.services[1]
+        .object
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("net"));
+    assert_eq!(labels.get("tier").map(String::as_str), Some("core"));
+}
+
+#[test]
+fn ip_pool_fields() {
+    let config = parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: a}
+spec:
+  blocks: [{cidr: 192.0.2.0/28}, {start: 192.0.2.100, stop: 192.0.2.110}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {name: b}
+spec:
+  allowFirstLastIPs: "No"
+  disabled: true
+  cidrs: [{cidr: "2001:db8::/64"}]
+  serviceSelector: {matchLabels: {color: blue}}
+"#,
+    );
+    let a = &config.ip_pools[0].object.spec;
+    assert_eq!(
+        a.allow_first_last_ips,
+        AllowFirstLastIps::Yes,
+        "Cilium's default is Yes"
+    );
+    assert!(!a.disabled);
+    assert_eq!(a.blocks[1].start.as_deref(), Some("192.0.2.100"));
+    let b = &config.ip_pools[1].object.spec;
+    assert_eq!(b.allow_first_last_ips, AllowFirstLastIps::No);
+    assert!(b.disabled);
+    let blocks: Vec<_> = b
+        .all_blocks()
+        .map(|(field, block)| (field, block.cidr.clone()))
+        .collect();
+    assert_eq!(
+        blocks,
+        [("spec.cidrs[0]".to_owned(), Some("2001:db8::/64".to_owned()))]
+    );
+}
+
+#[test]
+fn ip_pool_typos_and_bad_values_are_errors() {
+    let path = fixture("bad-pool-field.yaml");
+    let err = load(std::slice::from_ref(&path)).unwrap_err();
+    assert_eq!(
+        messages(&err),
+        [format!(
+            "{}: CiliumLoadBalancerIPPool typo: spec.allowFirstLastIPs: unknown variant `Maybe`, expected `Yes` or `No`",
+            path.display()
+        )]
+    );
+    let errors = parse_err(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {allowFirstLastIps: 'No'}\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "test.yaml: CiliumLoadBalancerIPPool p: spec.allowFirstLastIps: unknown field `allowFirstLastIps`, \
+          expected one of `blocks`, `cidrs`, `allowFirstLastIPs`, `disabled`, `serviceSelector`"
+        ]
+    );
+}
+
+#[test]
+fn directories_are_read_non_recursively_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = |name: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n");
+    fs::write(dir.path().join("b.yaml"), svc("from-b")).unwrap();
+    fs::write(dir.path().join("a.yml"), svc("from-a")).unwrap();
+    fs::write(
+        dir.path().join("c.json"),
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "from-c"}}"#,
+    )
+    .unwrap();
+    fs::write(dir.path().join("notes.txt"), svc("from-txt")).unwrap();
+    fs::write(dir.path().join(".hidden.yaml"), svc("from-hidden")).unwrap();
+    fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+    fs::write(dir.path().join("sub.yaml/d.yaml"), svc("from-sub")).unwrap();
+    let config = load(&[dir.path().to_path_buf()]).unwrap();
+    let mut names: Vec<_> = config.services.iter().map(|s| s.id.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["from-a", "from-b", "from-c"]);
+    let a = config
+        .services
+        .iter()
+        .find(|s| s.id.name == "from-a")
+        .unwrap();
+    assert_eq!(a.source.file, dir.path().join("a.yml"));
+    // A file named explicitly is read whatever its extension.
+    let config = load(&[dir.path().join("notes.txt")]).unwrap();
+    assert_eq!(config.services[0].id.name, "from-txt");
+}
+
+#[test]
+fn a_file_reached_twice_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.yaml");
+    fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    let config = load(&[file.clone(), dir.path().to_path_buf(), file]).unwrap();
+    assert_eq!(config.services.len(), 1);
+}
+
+#[test]
+fn missing_path_is_an_error_naming_it() {
+    let path = PathBuf::from("/nonexistent/lbgw-test/config.yaml");
+    let err = load(std::slice::from_ref(&path)).unwrap_err();
+    assert!(matches!(&err, ConfigError::Io { path: p, .. } if *p == path));
+    assert_eq!(
+        messages(&err),
+        ["/nonexistent/lbgw-test/config.yaml: No such file or directory (os error 2)"]
+    );
+}
+
+#[test]
+fn object_ref_display_order_and_serde() {
+    let a = ObjectRef::new("Gateway", "ai", "web");
+    let b = ObjectRef::new("Service", "ai", "dns");
+    assert_eq!(a.to_string(), "Gateway ai/web");
+    assert_eq!(
+        ObjectRef::new("GatewayClass", "", "lbgw").to_string(),
+        "GatewayClass lbgw"
+    );
+    assert!(a < b);
+    let json = serde_json::to_string(&a).unwrap();
+    assert_eq!(json, r#"{"kind":"Gateway","namespace":"ai","name":"web"}"#);
+    assert_eq!(serde_json::from_str::<ObjectRef>(&json).unwrap(), a);
+}
+
+#[test]
+fn gateways_of_other_controllers_are_not_lbgws() {
+    let gateway = |name: &str, class: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec: {{gatewayClassName: {class}, listeners: []}}\n---\n"
+        )
+    };
+    // Without GatewayClass objects every Gateway is lbgw's.
+    let config = parse(&(gateway("a", "anything") + &gateway("b", "other")));
+    assert_eq!(config.managed_gateways().count(), 2);
+    let classes = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: lbgw}\nspec: {controllerName: lbgw.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: cilium}\nspec: {controllerName: io.cilium/gateway-controller}\n---\n";
+    let config = parse(
+        &(classes.to_owned()
+            + &gateway("mine", "lbgw")
+            + &gateway("theirs", "cilium")
+            + &gateway("typo", "lbgww")),
+    );
+    let managed: Vec<_> = config
+        .managed_gateways()
+        .map(|g| g.id.name.as_str())
+        .collect();
+    assert_eq!(managed, ["mine"]);
+    let theirs = &config
+        .gateways
+        .iter()
+        .find(|g| g.id.name == "theirs")
+        .unwrap()
+        .object;
+    assert_eq!(
+        config.gateway_unmanaged_reason(theirs).unwrap(),
+        "its GatewayClass \"cilium\" belongs to controller \"io.cilium/gateway-controller\", not \"lbgw.io/gateway-controller\""
+    );
+    let typo = &config
+        .gateways
+        .iter()
+        .find(|g| g.id.name == "typo")
+        .unwrap()
+        .object;
+    assert_eq!(
+        config.gateway_unmanaged_reason(typo).unwrap(),
+        "its GatewayClass \"lbgww\" is not in the configuration"
+    );
+}
+
+#[test]
+fn services_of_other_types_and_classes_are_not_lbgws() {
+    let config = parse(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec: {type: LoadBalancer}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ours}
+spec: {type: LoadBalancer, loadBalancerClass: lbgw.io/l2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bgp}
+spec: {type: LoadBalancer, loadBalancerClass: io.cilium/bgp-control-plane}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: internal}
+spec: {ports: [{port: 80}]}
+"#,
+    );
+    let managed: Vec<_> = config
+        .managed_services()
+        .map(|s| s.id.name.as_str())
+        .collect();
+    assert_eq!(managed, ["ours", "plain"]);
+    let reason = |name: &str| {
+        Config::service_unmanaged_reason(
+            &config
+                .services
+                .iter()
+                .find(|s| s.id.name == name)
+                .unwrap()
+                .object,
+        )
+    };
+    assert_eq!(
+        reason("internal").unwrap(),
+        "it is of type ClusterIP, not LoadBalancer"
+    );
+    assert_eq!(
+        reason("bgp").unwrap(),
+        "its loadBalancerClass is \"io.cilium/bgp-control-plane\", not \"lbgw.io/l2\""
+    );
+}
+
+#[test]
+fn homelab_example_loads() {
+    let config = load(&[example("homelab.yaml")]).unwrap();
+    assert_eq!(config.gateways.len(), 1);
+    assert_eq!(config.gateways[0].id.to_string(), "Gateway ai/ai-gateway");
+    let listeners = &config.gateways[0].object.spec.listeners;
+    let ports: Vec<_> = listeners
+        .iter()
+        .map(|l| (l.port, l.protocol.as_str(), l.hostname.as_deref()))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (443, "HTTPS", Some("ai.homelab.internal")),
+            (80, "HTTP", Some("ai.homelab.internal"))
+        ]
+    );
+    let routes: Vec<_> = config
+        .http_routes
+        .iter()
+        .map(|r| r.id.name.as_str())
+        .collect();
+    assert_eq!(routes, ["https-redirect", "n8n", "ollama", "vllm"]);
+    assert_eq!(config.managed_gateways().count(), 1);
+    let services: Vec<_> = config
+        .managed_services()
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(services, ["Service default/dns"]);
+    assert_eq!(config.endpoint_slices.len(), 5);
+    assert!(config.secrets.is_empty(), "no key material in examples");
+    assert_eq!(
+        config.ip_pools[0].object.spec.allow_first_last_ips,
+        AllowFirstLastIps::No
+    );
+}

@@ -1,0 +1,163 @@
+//! `lbgw run`: the node daemon. Loads the configuration, allocates VIPs, loads and attaches
+//! the XDP program, announces the VIPs, and keeps going until SIGINT/SIGTERM, after which the
+//! program is detached.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    announce::{AnnounceError, Announcer},
+    config::{self, ConfigError},
+    dataplane::{
+        AttachMode, Dataplane, DataplaneError, VipEntry,
+        sys::{self, Interface, SysError},
+    },
+    ipam::{self, IpamError, Pools, State},
+};
+
+/// What `lbgw run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: Vec<PathBuf>,
+    pub iface: String,
+    pub lb_cidrs: Vec<String>,
+    /// `CILIUM_LB_CIDR` as read from the environment.
+    pub env_lb_cidr: Option<String>,
+    pub state: PathBuf,
+    pub xdp_mode: AttachMode,
+    /// 802.1Q VLANs (besides untagged) on which to answer and announce.
+    pub vlans: Vec<u16>,
+    /// How often VIPs are announced again with gratuitous ARP / unsolicited NA (0 = only once).
+    pub announce_interval: Duration,
+    /// How often counters are logged when they changed (0 = only at exit).
+    pub stats_interval: Duration,
+}
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Announce(#[from] AnnounceError),
+    #[error("installing a signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Runs the data plane until SIGINT or SIGTERM.
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    sys::check_privileges()?;
+    let iface = Interface::by_name(&opts.iface)?;
+
+    let config = config::load(&opts.config)?;
+    let pools = Pools::resolve(&opts.lb_cidrs, opts.env_lb_cidr.as_deref(), &config)?;
+    let previous = match State::load(&opts.state) {
+        Ok(state) => state,
+        Err(err) => {
+            warn!("{err}; starting from an empty allocation state");
+            State::default()
+        }
+    };
+    let plan = ipam::allocate(&pools, &config, &previous);
+    for err in &plan.errors {
+        error!("{err}");
+    }
+    if let Err(err) = plan.state().save(&opts.state) {
+        warn!("{err}; allocations will not be remembered across restarts");
+    }
+    let vips: Vec<VipEntry> = plan
+        .vips()
+        .iter()
+        .map(|v| VipEntry {
+            ip: v.ip,
+            announce: true,
+        })
+        .collect();
+    for vip in plan.vips() {
+        info!(ip = %vip.ip, owner = %vip.owner, pool = %vip.pool, "VIP allocated");
+    }
+
+    let mut dataplane = Dataplane::load()?;
+    dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
+    for &vlan in &opts.vlans {
+        dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
+    }
+    dataplane.sync_vips(&vips)?;
+    let mode = dataplane.attach(&iface, opts.xdp_mode)?;
+    info!(
+        iface = %iface.name,
+        mac = %sys::format_mac(&iface.mac),
+        %mode,
+        vips = vips.len(),
+        "XDP program attached; answering ARP/NDP for the VIPs"
+    );
+
+    let announcer = Announcer::new(iface.ifindex, iface.mac)?;
+    let ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
+    announce_all(&announcer, &ips, &opts.vlans);
+    info!("lbgw ready");
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut announce_tick = interval(opts.announce_interval);
+    let mut stats_tick = interval(opts.stats_interval);
+    let mut last_stats = None;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = announce_tick.tick() => announce_all(&announcer, &ips, &opts.vlans),
+            _ = stats_tick.tick() => log_counters(&dataplane, &mut last_stats, false),
+        }
+    }
+    log_counters(&dataplane, &mut last_stats, true);
+    dataplane.detach_all();
+    info!(iface = %iface.name, "XDP program detached");
+    Ok(())
+}
+
+/// A ticker that skips its immediate first tick; a zero period never fires.
+fn interval(period: Duration) -> tokio::time::Interval {
+    let period = if period.is_zero() {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        period
+    };
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+fn announce_all(announcer: &Announcer, ips: &[IpAddr], vlans: &[u16]) {
+    for &ip in ips {
+        for vlan in std::iter::once(0).chain(vlans.iter().copied()) {
+            if let Err(err) = announcer.announce(ip, vlan) {
+                warn!("{err}");
+            }
+        }
+    }
+}
+
+fn log_counters(dataplane: &Dataplane, last: &mut Option<String>, always: bool) {
+    match dataplane.counters() {
+        Ok((global, per_vip)) => {
+            let line = format!("{global}");
+            if always || last.as_deref() != Some(line.as_str()) {
+                info!(counters = %line, "XDP counters");
+                for vip in per_vip {
+                    info!(ip = %vip.ip, arp_replies = vip.arp_replies, na_replies = vip.na_replies, "VIP counters");
+                }
+                *last = Some(line);
+            }
+        }
+        Err(err) => warn!("reading XDP counters: {err}"),
+    }
+}

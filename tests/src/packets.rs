@@ -1,0 +1,130 @@
+//! Frame builders for the XDP fixture tables. Written independently of lbgw's own packet code
+//! so that a shared mistake cannot make a test pass.
+
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+
+/// Ethernet header, with an 802.1Q tag when `vlan` is set.
+pub fn eth(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    if let Some(vid) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+/// An ARP packet (RFC 826) for Ethernet/IPv4.
+#[allow(clippy::too_many_arguments)]
+pub fn arp(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    vlan: Option<u16>,
+    op: u16,
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+) -> Vec<u8> {
+    let mut f = eth(eth_dst, eth_src, vlan, ETH_P_ARP);
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+/// Pads a frame to the 60-byte Ethernet minimum, as a NIC delivers it.
+pub fn pad60(mut f: Vec<u8>) -> Vec<u8> {
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// One's-complement sum (RFC 1071) folded and complemented.
+pub fn inet_checksum(chunks: &[&[u8]]) -> u16 {
+    let mut acc: u64 = 0;
+    for chunk in chunks {
+        let mut it = chunk.chunks_exact(2);
+        for w in &mut it {
+            acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+        }
+        if let [b] = it.remainder() {
+            acc += (*b as u64) << 8;
+        }
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// An IPv6 packet carrying an ICMPv6 message whose checksum is computed here.
+pub fn ipv6_icmp(src: [u8; 16], dst: [u8; 16], hop_limit: u8, mut msg: Vec<u8>) -> Vec<u8> {
+    msg[2] = 0;
+    msg[3] = 0;
+    let len = (msg.len() as u32).to_be_bytes();
+    let sum = inet_checksum(&[&src, &dst, &len, &[0, 0, 0, 58], &msg]);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    p.push(58);
+    p.push(hop_limit);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&msg);
+    p
+}
+
+/// A Neighbor Solicitation body (RFC 4861 §4.3), optionally with a Source Link-Layer Address option.
+pub fn ns_msg(target: [u8; 16], slla: Option<[u8; 6]>) -> Vec<u8> {
+    let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&target);
+    if let Some(mac) = slla {
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&mac);
+    }
+    m
+}
+
+/// A Neighbor Advertisement body (RFC 4861 §4.4) with a Target Link-Layer Address option.
+pub fn na_msg(target: [u8; 16], flags: u8, tlla: [u8; 6]) -> Vec<u8> {
+    let mut m = vec![136, 0, 0, 0, flags, 0, 0, 0];
+    m.extend_from_slice(&target);
+    m.extend_from_slice(&[2, 1]);
+    m.extend_from_slice(&tlla);
+    m
+}
+
+/// The solicited-node multicast address of `target` (RFC 4291 §2.7.1) and its MAC (RFC 2464 §7).
+pub fn solicited_node(target: [u8; 16]) -> ([u8; 16], [u8; 6]) {
+    let mut ip = [0u8; 16];
+    ip[0] = 0xff;
+    ip[1] = 0x02;
+    ip[11] = 1;
+    ip[12] = 0xff;
+    ip[13..].copy_from_slice(&target[13..]);
+    let mac = [0x33, 0x33, 0xff, target[13], target[14], target[15]];
+    (ip, mac)
+}
+
+/// A minimal IPv4/TCP SYN, for pass-through cases.
+pub fn ipv4_tcp(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let sum = inet_checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut tcp = vec![0x9c, 0x40];
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    ip.extend_from_slice(&tcp);
+    ip
+}

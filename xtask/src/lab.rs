@@ -1,0 +1,128 @@
+//! The throwaway lab `cargo xtask run` uses when no interface is given: two network
+//! namespaces joined by a veth pair, like a node and a client on one LAN.
+//!
+//! ```text
+//!   lbgw-lab-client                      lbgw-lab-node
+//!   client0 192.0.2.253/24  <--veth-->   lbgw0 192.0.2.254/24  (lbgw's XDP program)
+//!           2001:db8::fd/64                    2001:db8::fe/64
+//! ```
+//!
+//! The LAN uses the documentation prefixes (RFC 5737, RFC 3849), which the example pools
+//! are carved from. Everything is removed when lbgw exits, on Ctrl-C, and on errors.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub const NODE: &str = "lbgw-lab-node";
+pub const CLIENT: &str = "lbgw-lab-client";
+const NODE_IF: &str = "lbgw0";
+const CLIENT_IF: &str = "client0";
+
+/// Deletes the lab's namespaces when dropped.
+struct Lab;
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [NODE, CLIENT] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        eprintln!("xtask: lab removed");
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .context("running ip")?;
+    if !status.success() {
+        bail!("ip {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running ip netns exec")?;
+    if !status.success() {
+        bail!("in {ns}: {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn up() -> Result<Lab> {
+    // A lab left by a killed run has exactly these names; it is ours to replace.
+    drop(Lab);
+    ip(&["netns", "add", NODE])?;
+    let lab = Lab;
+    ip(&["netns", "add", CLIENT])?;
+    ip(&[
+        "link", "add", NODE_IF, "netns", NODE, "type", "veth", "peer", "name", CLIENT_IF, "netns",
+        CLIENT,
+    ])?;
+    for (ns, dev, v4, v6) in [
+        (NODE, NODE_IF, "192.0.2.254/24", "2001:db8::fe/64"),
+        (CLIENT, CLIENT_IF, "192.0.2.253/24", "2001:db8::fd/64"),
+    ] {
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
+        ip(&["-n", ns, "addr", "add", v4, "dev", dev])?;
+        ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"])?;
+    }
+    Ok(lab)
+}
+
+/// Creates the lab, runs lbgw in the node namespace until it exits (Ctrl-C), removes the lab.
+pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
+    let bin = bin
+        .canonicalize()
+        .with_context(|| format!("{} not built", bin.display()))?;
+    let lab = up()?;
+    in_ns(
+        NODE,
+        &["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=0"],
+    )
+    .ok();
+    let state = std::env::temp_dir().join(format!("lbgw-lab-{}.json", std::process::id()));
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", NODE])
+        .arg(&bin)
+        .args(["run", "--iface", NODE_IF]);
+    for c in config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.arg("--state").arg(&state).args(extra);
+    eprintln!(
+        "xtask: lab is up. lbgw runs in namespace {NODE} on {NODE_IF}; the client is namespace {CLIENT}.\n\
+         Try, in another terminal (VIPs are in lbgw's log below, `lbgw check` prints the plan):\n  \
+         ip netns exec {CLIENT} arping -c 3 -I {CLIENT_IF} <IPv4 VIP>\n  \
+         ip netns exec {CLIENT} ndisc6 <IPv6 VIP> {CLIENT_IF}\n  \
+         ip netns exec {CLIENT} ip neigh\n  \
+         ip netns exec {NODE} {} maps\n\
+         Ctrl-C stops lbgw and removes the lab.",
+        bin.display()
+    );
+    let mut child = cmd.spawn().context("starting lbgw")?;
+    // Ctrl-C reaches lbgw too (same process group); xtask waits for it to detach and exit,
+    // then removes the lab. Ignoring SIGINT only after the spawn keeps lbgw's default.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let status = child.wait().context("waiting for lbgw")?;
+    let _ = std::fs::remove_file(&state);
+    drop(lab);
+    if !status.success() && status.code() != Some(130) {
+        bail!("lbgw exited with {status}");
+    }
+    Ok(())
+}
