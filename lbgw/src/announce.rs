@@ -9,9 +9,9 @@ use std::{io, net::IpAddr, os::fd::AsRawFd};
 /// Errors sending announcements.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
-    #[error("opening an AF_PACKET socket: {0}")]
+    #[error("opening an AF_PACKET socket")]
     Socket(#[source] io::Error),
-    #[error("sending an announcement for {ip} on ifindex {ifindex}: {source}")]
+    #[error("sending an announcement for {ip} on ifindex {ifindex}")]
     Send {
         ip: IpAddr,
         ifindex: u32,

@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     announce::{AnnounceError, Announcer},
-    config::{self, ConfigError},
+    config::{self, ConfigError, error_chain},
     dataplane::{
         AttachMode, Dataplane, DataplaneError, VipEntry,
         sys::{self, Interface, SysError},
@@ -48,7 +48,7 @@ pub enum DaemonError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Announce(#[from] AnnounceError),
-    #[error("installing a signal handler: {0}")]
+    #[error("installing a signal handler")]
     Signal(#[source] std::io::Error),
 }
 
@@ -59,19 +59,18 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
     let config = config::load(&opts.config)?;
     let pools = Pools::resolve(&opts.lb_cidrs, opts.env_lb_cidr.as_deref(), &config)?;
-    let previous = match State::load(&opts.state) {
-        Ok(state) => state,
-        Err(err) => {
-            warn!("{err}; starting from an empty allocation state");
-            State::default()
-        }
-    };
+    // A state file that cannot be read is an error, not an empty state: starting empty and
+    // saving over it would move every object to a new address.
+    let previous = State::load(&opts.state)?;
     let plan = ipam::allocate(&pools, &config, &previous);
-    for err in &plan.errors {
-        error!("{err}");
+    for err in plan.errors.iter().flat_map(|e| e.errors()) {
+        error!("{}", error_chain(err));
     }
     if let Err(err) = plan.state().save(&opts.state) {
-        warn!("{err}; allocations will not be remembered across restarts");
+        warn!(
+            "{}; allocations will not be remembered across restarts",
+            error_chain(&err)
+        );
     }
     let vips: Vec<VipEntry> = plan
         .vips()
@@ -140,7 +139,7 @@ fn announce_all(announcer: &Announcer, ips: &[IpAddr], vlans: &[u16]) {
     for &ip in ips {
         for vlan in std::iter::once(0).chain(vlans.iter().copied()) {
             if let Err(err) = announcer.announce(ip, vlan) {
-                warn!("{err}");
+                warn!("{}", error_chain(&err));
             }
         }
     }
@@ -158,6 +157,17 @@ fn log_counters(dataplane: &Dataplane, last: &mut Option<String>, always: bool) 
                 *last = Some(line);
             }
         }
-        Err(err) => warn!("reading XDP counters: {err}"),
+        Err(err) => warn!("reading XDP counters: {}", error_chain(&err)),
+    }
+}
+
+impl DaemonError {
+    /// One line per problem, each with its causes: a configuration can have many problems.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            DaemonError::Config(err) => err.errors().iter().map(|e| error_chain(e)).collect(),
+            DaemonError::Ipam(err) => err.errors().iter().map(|e| error_chain(e)).collect(),
+            other => vec![error_chain(other)],
+        }
     }
 }

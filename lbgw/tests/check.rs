@@ -62,20 +62,20 @@ fn previous_state_is_honoured() {
         &state,
         r#"{"version": 1, "allocations": [
             {"ip": "192.0.2.9", "owner": {"kind": "Service", "namespace": "default", "name": "dns"}, "pool": "homelab"},
-            {"ip": "2001:db8::53", "owner": {"kind": "Service", "namespace": "default", "name": "dns"}, "pool": "homelab"}]}"#,
+            {"ip": "2001:db8::153", "owner": {"kind": "Service", "namespace": "default", "name": "dns"}, "pool": "homelab"}]}"#,
     )
     .unwrap();
     let out = check(&["-c", "../examples/homelab.yaml"], &state, None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stdout
-            .contains("  Service default/dns    192.0.2.9     homelab  kept\n"),
+            .contains("  Service default/dns    192.0.2.9      homelab  kept\n"),
         "{}",
         out.stdout
     );
     assert!(
         out.stdout
-            .contains("  Service default/dns    2001:db8::53  homelab  kept\n"),
+            .contains("  Service default/dns    2001:db8::153  homelab  kept\n"),
         "{}",
         out.stdout
     );

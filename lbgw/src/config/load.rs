@@ -312,7 +312,7 @@ impl Loader {
                 let id = object_ref(info, &header);
                 self.errors.push(ConfigError::UnsupportedVersion {
                     path: at.file,
-                    object: id,
+                    object: Box::new(id),
                     api_version: header.api_version,
                     supported: info
                         .versions
@@ -334,7 +334,7 @@ impl Loader {
         let id = object_ref(info, &header);
         if let Some(first) = self.defined.get(&id) {
             self.errors.push(ConfigError::Duplicate {
-                object: id,
+                object: Box::new(id),
                 first: first.clone(),
                 second: at,
             });
@@ -521,7 +521,7 @@ fn typed<T: DeserializeOwned>(
             let source = err.into_inner();
             errors.push(ConfigError::Invalid {
                 path: at.file.clone(),
-                object: id.clone(),
+                object: Box::new(id.clone()),
                 field,
                 source,
             });

@@ -276,7 +276,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// The `apiVersion` found.
         api_version: String,
         /// The versions lbgw reads, comma-separated.
@@ -288,7 +288,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// The path of the offending field, e.g. `spec.listeners[0].port`; empty for the
         /// object as a whole.
         field: String,
@@ -300,7 +300,7 @@ pub enum ConfigError {
     #[error("{object} is defined twice: in {first} and in {second}")]
     Duplicate {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// Where it was defined first.
         first: Source,
         /// Where it was defined again.

@@ -27,7 +27,7 @@ pub use sys::Interface;
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error(
-        "loading the eBPF object failed: {source} (lbgw needs root, or CAP_BPF + CAP_NET_ADMIN + \
+        "loading the eBPF object failed (lbgw needs root, or CAP_BPF + CAP_NET_ADMIN + \
          CAP_PERFMON, and a kernel with BTF)"
     )]
     Load {
@@ -39,20 +39,20 @@ pub enum DataplaneError {
         what: &'static str,
         name: &'static str,
     },
-    #[error("eBPF program {name}: {source}")]
+    #[error("eBPF program {name}")]
     Program {
         name: &'static str,
         #[source]
         source: ProgramError,
     },
-    #[error("attaching XDP to {iface} in {mode} mode failed: {source}")]
+    #[error("attaching XDP to {iface} in {mode} mode")]
     Attach {
         iface: String,
         mode: AttachMode,
         #[source]
         source: ProgramError,
     },
-    #[error("updating map {map}: {source}")]
+    #[error("map {map}")]
     Map {
         map: &'static str,
         #[source]
@@ -209,7 +209,11 @@ impl Dataplane {
             AttachMode::Auto => match try_mode(program, AttachMode::Native) {
                 Ok(link) => (AttachMode::Native, link),
                 Err(err) => {
-                    warn!(iface = %iface.name, "native XDP refused ({err}); falling back to generic (skb) mode");
+                    warn!(
+                        iface = %iface.name,
+                        "native XDP refused ({}); falling back to generic (skb) mode",
+                        crate::config::error_chain(&err)
+                    );
                     (AttachMode::Generic, try_mode(program, AttachMode::Generic)?)
                 }
             },

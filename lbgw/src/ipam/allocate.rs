@@ -67,7 +67,7 @@ impl Round {
                         held[c].push((ip, pool));
                     }
                     None => {
-                        tracing::info!(owner = %claimant.id, %ip, "releasing: no longer in a pool that selects it")
+                        tracing::debug!(owner = %claimant.id, %ip, "releasing: no longer in a pool that selects it")
                     }
                 }
             }
@@ -107,13 +107,17 @@ impl Round {
             let mut errors = Vec::new();
             let claimant = &claimants[c];
             for request in &claimant.requests {
-                let (ip, owner, field) = (request.ip, claimant.id.clone(), request.field.clone());
+                let (ip, owner, field) = (
+                    request.ip,
+                    Box::new(claimant.id.clone()),
+                    request.field.clone(),
+                );
                 let pool_name = |p: usize| pools.pools[p].name.clone();
                 match pools.locate(ip, &claimant.labels) {
                     Located::Usable(pool) => match (holder.get(&ip), granted.get(&ip)) {
                         (Some(&h), _) if h != c => {
                             contested.insert(ip);
-                            let holder = claimants[h].id.clone();
+                            let holder = Box::new(claimants[h].id.clone());
                             errors.push(IpamError::HeldByOther {
                                 owner,
                                 ip,
@@ -128,7 +132,7 @@ impl Round {
                                 owner,
                                 ip,
                                 field,
-                                winner: winner.id.clone(),
+                                winner: Box::new(winner.id.clone()),
                                 why,
                             });
                         }
@@ -183,7 +187,7 @@ impl Round {
                         result[c].push((ip, pool, Origin::Kept));
                     }
                 } else if !result[c].iter().any(|&(a, _, _)| a == ip) {
-                    tracing::info!(owner = %claimants[c].id, %ip, "releasing: no longer wanted");
+                    tracing::debug!(owner = %claimants[c].id, %ip, "releasing: no longer wanted");
                 }
             }
             taken.extend(result[c].iter().map(|&(ip, _, _)| ip));
@@ -215,12 +219,12 @@ impl Round {
                         new.push((ip, pool, Origin::New));
                     }
                     None if candidates.is_empty() => errors.push(IpamError::FamilyUnavailable {
-                        owner: claimant.id.clone(),
+                        owner: Box::new(claimant.id.clone()),
                         family,
                         any_pool: pools.any_has(family),
                     }),
                     None => errors.push(IpamError::Exhausted {
-                        owner: claimant.id.clone(),
+                        owner: Box::new(claimant.id.clone()),
                         family,
                         pools: candidates
                             .iter()

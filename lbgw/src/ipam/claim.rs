@@ -46,9 +46,9 @@ pub(super) enum FamilyWish {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Policy {
-    SingleStack,
-    PreferDualStack,
-    RequireDualStack,
+    Single,
+    PreferDual,
+    RequireDual,
 }
 
 impl Claimant {
@@ -81,11 +81,11 @@ impl Claimant {
         let unavailable = |family| {
             if no_pools {
                 IpamError::NoPools {
-                    owner: self.id.clone(),
+                    owner: self.id.clone().into(),
                 }
             } else {
                 IpamError::FamilyUnavailable {
-                    owner: self.id.clone(),
+                    owner: self.id.clone().into(),
                     family,
                     any_pool: any_pool(family),
                 }
@@ -111,14 +111,14 @@ impl Claimant {
             FamilyWish::Nothing => Ok(Vec::new()),
             FamilyWish::One => either(),
             FamilyWish::Service {
-                policy: Policy::SingleStack,
+                policy: Policy::Single,
                 families,
             } => match families.first() {
                 None => either(),
                 Some(&family) => first_available(&[family]),
             },
             FamilyWish::Service {
-                policy: Policy::PreferDualStack,
+                policy: Policy::PreferDual,
                 families,
             } => {
                 let wanted = if families.is_empty() {
@@ -133,7 +133,7 @@ impl Claimant {
                 }
             }
             FamilyWish::Service {
-                policy: Policy::RequireDualStack,
+                policy: Policy::RequireDual,
                 ..
             } => {
                 match [IpFamily::V4, IpFamily::V6]
@@ -217,7 +217,7 @@ fn gateway_claimant(id: ObjectRef, gateway: &Gateway) -> Claimant {
                 Some(value) => match value.parse::<IpAddr>() {
                     Ok(ip) => push_request(&mut requests, ip, format!("spec.addresses[{i}].value")),
                     Err(source) => errors.push(IpamError::InvalidRequest {
-                        owner: id.clone(),
+                        owner: id.clone().into(),
                         field: format!("spec.addresses[{i}].value"),
                         value: value.to_owned(),
                         source,
@@ -225,7 +225,7 @@ fn gateway_claimant(id: ObjectRef, gateway: &Gateway) -> Claimant {
                 },
             },
             other => errors.push(IpamError::UnsupportedAddressType {
-                owner: id.clone(),
+                owner: id.clone().into(),
                 field: format!("spec.addresses[{i}].type"),
                 address_type: other.to_owned(),
             }),
@@ -254,7 +254,7 @@ fn service_claimant(id: ObjectRef, service: &Service) -> Claimant {
     let mut request = |field: String, value: &str| match value.parse::<IpAddr>() {
         Ok(ip) => push_request(&mut requests, ip, field),
         Err(source) => errors.push(IpamError::InvalidRequest {
-            owner: id.clone(),
+            owner: id.clone().into(),
             field,
             value: value.to_owned(),
             source,
@@ -306,14 +306,14 @@ fn service_families(
     spec: &k8s_openapi::api::core::v1::ServiceSpec,
 ) -> Result<(Policy, Vec<IpFamily>), IpamError> {
     let invalid = |field: &str, reason: String| IpamError::InvalidSpec {
-        owner: id.clone(),
+        owner: id.clone().into(),
         field: field.to_owned(),
         reason,
     };
     let policy = match spec.ip_family_policy.as_deref() {
-        None | Some("SingleStack") => Policy::SingleStack,
-        Some("PreferDualStack") => Policy::PreferDualStack,
-        Some("RequireDualStack") => Policy::RequireDualStack,
+        None | Some("SingleStack") => Policy::Single,
+        Some("PreferDualStack") => Policy::PreferDual,
+        Some("RequireDualStack") => Policy::RequireDual,
         Some(other) => {
             return Err(invalid(
                 "spec.ipFamilyPolicy",
@@ -343,7 +343,7 @@ fn service_families(
         }
         families.push(family);
     }
-    if families.len() > 1 && policy == Policy::SingleStack {
+    if families.len() > 1 && policy == Policy::Single {
         return Err(invalid(
             "spec.ipFamilies",
             "two families need ipFamilyPolicy PreferDualStack or RequireDualStack".into(),

@@ -194,7 +194,7 @@ pub enum IpamError {
     #[error("{owner}: {field}: invalid IP address {value:?}")]
     InvalidRequest {
         /// The requesting object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The field, e.g. `spec.addresses[0].value`.
         field: String,
         /// The value.
@@ -210,7 +210,7 @@ pub enum IpamError {
     )]
     UnsupportedAddressType {
         /// The Gateway.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The field, e.g. `spec.addresses[1].type`.
         field: String,
         /// The type.
@@ -220,7 +220,7 @@ pub enum IpamError {
     #[error("{owner}: {field}: {reason}")]
     InvalidSpec {
         /// The object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The field.
         field: String,
         /// What is wrong.
@@ -230,7 +230,7 @@ pub enum IpamError {
     #[error("{owner} requests {ip} ({field}) but no pool contains it")]
     NotInPool {
         /// The requesting object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The address.
         ip: IpAddr,
         /// Where it was requested.
@@ -242,7 +242,7 @@ pub enum IpamError {
     )]
     NotSelected {
         /// The requesting object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The address.
         ip: IpAddr,
         /// Where it was requested.
@@ -254,7 +254,7 @@ pub enum IpamError {
     #[error("{owner} requests {ip} ({field}) from pool {pool}, which is disabled")]
     PoolDisabled {
         /// The requesting object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The address.
         ip: IpAddr,
         /// Where it was requested.
@@ -269,7 +269,7 @@ pub enum IpamError {
     )]
     Reserved {
         /// The requesting object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The address.
         ip: IpAddr,
         /// Where it was requested.
@@ -283,13 +283,13 @@ pub enum IpamError {
     #[error("{owner} requests {ip} ({field}) but {holder} already has it; {holder} keeps it")]
     HeldByOther {
         /// The requesting object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The address.
         ip: IpAddr,
         /// Where it was requested.
         field: String,
         /// The object that has the address.
-        holder: ObjectRef,
+        holder: Box<ObjectRef>,
     },
     /// Two objects request the same address: the one with precedence gets it.
     #[error(
@@ -297,13 +297,13 @@ pub enum IpamError {
     )]
     RequestedByOther {
         /// The object that does not get the address.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The address.
         ip: IpAddr,
         /// Where it was requested.
         field: String,
         /// The object that gets it.
-        winner: ObjectRef,
+        winner: Box<ObjectRef>,
         /// Why the winner has precedence.
         why: String,
     },
@@ -311,7 +311,7 @@ pub enum IpamError {
     #[error("{owner} wants {family} but no {} has {family} addresses", if *.any_pool { "enabled pool that selects it" } else { "pool" })]
     FamilyUnavailable {
         /// The object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The family.
         family: IpFamily,
         /// Whether some pool (disabled, or not selecting the object) has the family.
@@ -323,13 +323,13 @@ pub enum IpamError {
     )]
     NoPools {
         /// The object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
     },
     /// Every pool the object may use is full.
     #[error("{owner} needs an {family} address but {} no free {family} address", plural_pools(.pools))]
     Exhausted {
         /// The object.
-        owner: ObjectRef,
+        owner: Box<ObjectRef>,
         /// The family.
         family: IpFamily,
         /// The pools tried.
@@ -355,7 +355,7 @@ impl IpamError {
             | IpamError::RequestedByOther { owner, .. }
             | IpamError::FamilyUnavailable { owner, .. }
             | IpamError::NoPools { owner }
-            | IpamError::Exhausted { owner, .. } => Some(owner),
+            | IpamError::Exhausted { owner, .. } => Some(owner.as_ref()),
             _ => None,
         }
     }

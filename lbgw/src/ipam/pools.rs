@@ -190,7 +190,9 @@ impl Pool {
     }
 }
 
-/// How many addresses of a block new allocations may pick from (see [`Pool::pick`]).
+/// How many addresses of each block new allocations pick from: the first 65536 usable ones, as
+/// in Cilium ("the allocation logic is limited to 65536 IPs per CIDR"). Explicit requests may
+/// use any usable address of a block.
 pub const PICKABLE_PER_BLOCK: u128 = 1 << 16;
 
 fn nth(ranges: &[(u128, u128)], mut offset: u128, family: IpFamily) -> IpAddr {
