@@ -78,7 +78,7 @@ fn main() -> Result<()> {
             let bin = build(false)?;
             let status = Command::new(cargo())
                 .current_dir(workspace_root())
-                .args(["test", "--workspace"])
+                .args(["test", "--workspace", "--exclude", "lbgw-ebpf"])
                 .args(&cargo_args)
                 .env("LBGW_BIN", &bin)
                 .status()
