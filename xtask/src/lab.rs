@@ -27,13 +27,17 @@ struct Lab;
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in [NODE, CLIENT] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        remove_namespaces();
         eprintln!("xtask: lab removed");
+    }
+}
+
+fn remove_namespaces() {
+    for ns in [NODE, CLIENT] {
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -63,7 +67,7 @@ fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
 
 fn up() -> Result<Lab> {
     // A lab left by a killed run has exactly these names; it is ours to replace.
-    drop(Lab);
+    remove_namespaces();
     ip(&["netns", "add", NODE])?;
     let lab = Lab;
     ip(&["netns", "add", CLIENT])?;
@@ -114,10 +118,10 @@ pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
         bin.display()
     );
     let mut child = cmd.spawn().context("starting lbgw")?;
-    // Ctrl-C reaches lbgw too (same process group); xtask waits for it to detach and exit,
-    // then removes the lab. Ignoring SIGINT only after the spawn keeps lbgw's default.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // `ip netns exec` execs lbgw, so the child is lbgw itself. SIGINT/SIGTERM sent to xtask
+    // (Ctrl-C, or a script) are passed on to it; xtask then waits for lbgw to detach and exit
+    // and removes the lab.
+    forward_signals_to(child.id());
     let status = child.wait().context("waiting for lbgw")?;
     let _ = std::fs::remove_file(&state);
     drop(lab);
@@ -125,4 +129,22 @@ pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
         bail!("lbgw exited with {status}");
     }
     Ok(())
+}
+
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(signal: libc::c_int) {
+    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; the pid is our own child's.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+fn forward_signals_to(pid: u32) {
+    CHILD.store(pid as i32, std::sync::atomic::Ordering::Relaxed);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `forward` only does async-signal-safe work.
+        unsafe { libc::signal(signal, forward as *const () as libc::sighandler_t) };
+    }
 }
