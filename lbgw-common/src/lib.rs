@@ -17,8 +17,13 @@ pub mod names {
     pub const PASS_PROGRAM: &str = "lbgw_pass";
     /// `HashMap<VipKey, VipInfo>`: the VIPs this node answers for.
     pub const VIPS: &str = "LBGW_VIPS";
-    /// `HashMap<IfaceKey, IfaceInfo>`: interfaces (and VLANs) the program answers on.
+    /// `HashMap<IfaceKey, IfaceInfo>`: tagged VLANs, and interfaces whose ifindex is too
+    /// large for [`IFACE_SLOTS`](super::IFACE_SLOTS), the program answers on.
     pub const IFACES: &str = "LBGW_IFACES";
+    /// `Array<IfaceInfo>` indexed by ifindex: untagged frames of interfaces with a small
+    /// ifindex. Array lookups are inlined by the verifier; hash lookups cost a helper call and
+    /// a hash, measurably the largest cost of an ARP reply.
+    pub const IFACE_ARRAY: &str = "LBGW_IFACE_ARR";
     /// `PerCpuArray<VipStats>` indexed by [`super::VipInfo::stats_index`].
     pub const VIP_STATS: &str = "LBGW_VIP_STATS";
     /// `PerCpuArray<u64>` indexed by [`super::Counter`].
@@ -27,8 +32,14 @@ pub mod names {
 
 /// Capacity of the VIP map and of the per-VIP statistics array.
 pub const MAX_VIPS: u32 = 4096;
-/// Capacity of the interface map (interfaces × VLANs).
+/// Capacity of the interface hash map (interfaces × VLANs).
 pub const MAX_IFACES: u32 = 256;
+/// Length of the interface array: untagged interfaces with an ifindex below this are found
+/// there. Physical NICs are created at boot and have small ifindexes.
+pub const IFACE_SLOTS: u32 = 1024;
+
+/// `IfaceInfo::flags`: the entry is configured (array slots of other interfaces are zero).
+pub const IFACE_F_ACTIVE: u8 = 1 << 0;
 
 /// Key of the VIP map: an IPv6 address, or an IPv4 address in its IPv4-mapped IPv6 form
 /// `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2), so one map serves both families.
@@ -85,7 +96,9 @@ pub struct IfaceKey {
 pub struct IfaceInfo {
     /// The MAC address replies carry as sender / target link-layer address.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// `IFACE_F_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
 }
 
 /// Per-VIP counters, one copy per CPU.

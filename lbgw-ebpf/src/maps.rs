@@ -2,15 +2,21 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
-use lbgw_common::{Counter, IfaceInfo, IfaceKey, MAX_IFACES, MAX_VIPS, VipInfo, VipKey, VipStats};
+use lbgw_common::{
+    Counter, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_IFACES, MAX_VIPS, VipInfo,
+    VipKey, VipStats,
+};
 
 #[map(name = "LBGW_VIPS")]
 static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 #[map(name = "LBGW_IFACES")]
 static IFACES: HashMap<IfaceKey, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+#[map(name = "LBGW_IFACE_ARR")]
+static IFACE_ARRAY: Array<IfaceInfo> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 #[map(name = "LBGW_VIP_STATS")]
 static VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
@@ -29,9 +35,15 @@ pub fn announced_vip(key: &VipKey) -> Option<VipInfo> {
     Some(info)
 }
 
+/// The configuration of an interface and VLAN: untagged frames of small ifindexes from the
+/// array (an inlined lookup), everything else from the hash map.
 #[inline(always)]
 pub fn iface(key: &IfaceKey) -> Option<IfaceInfo> {
-    // SAFETY: as above, a copy of a plain-old-data value.
+    if key.vlan_id == 0 && key.ifindex < IFACE_SLOTS {
+        let info = IFACE_ARRAY.get(key.ifindex).copied()?;
+        return (info.flags & IFACE_F_ACTIVE != 0).then_some(info);
+    }
+    // SAFETY: a copy of a plain-old-data value.
     unsafe { IFACES.get(key) }.copied()
 }
 

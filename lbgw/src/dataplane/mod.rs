@@ -12,11 +12,12 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lbgw_common::{
-    IfaceInfo, IfaceKey, MAX_VIPS, VIP_F_ANNOUNCE, VipInfo, VipKey, VipStats, names,
+    IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_VIPS, VIP_F_ANNOUNCE, VipInfo, VipKey,
+    VipStats, names,
 };
 use tracing::{info, warn};
 
@@ -99,6 +100,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     vips: HashMap<MapData, VipKey, VipInfo>,
     ifaces: HashMap<MapData, IfaceKey, IfaceInfo>,
+    iface_array: Array<MapData, IfaceInfo>,
     vip_stats: PerCpuArray<MapData, VipStats>,
     counters: PerCpuArray<MapData, u64>,
     /// Statistics slot of each VIP in the map; a VIP keeps its slot while it stays.
@@ -135,12 +137,14 @@ impl Dataplane {
         })?;
         let vips = take_map(&mut ebpf, names::VIPS)?;
         let ifaces = take_map(&mut ebpf, names::IFACES)?;
+        let iface_array = take_map(&mut ebpf, names::IFACE_ARRAY)?;
         let vip_stats = take_map(&mut ebpf, names::VIP_STATS)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
         Ok(Self {
             ebpf,
             vips,
             ifaces,
+            iface_array,
             vip_stats,
             counters,
             slots: BTreeMap::new(),
@@ -168,7 +172,21 @@ impl Dataplane {
             ifindex,
             vlan_id: vlan_id.into(),
         };
-        let info = IfaceInfo { mac, _pad: [0; 2] };
+        let info = IfaceInfo {
+            mac,
+            flags: IFACE_F_ACTIVE,
+            _pad: 0,
+        };
+        // Mirrors `iface()` in lbgw-ebpf/src/maps.rs: untagged and small ifindex → the array.
+        if vlan_id == 0 && ifindex < IFACE_SLOTS {
+            return self
+                .iface_array
+                .set(ifindex, info, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: names::IFACE_ARRAY,
+                    source,
+                });
+        }
         self.ifaces
             .insert(key, info, 0)
             .map_err(|source| DataplaneError::Map {

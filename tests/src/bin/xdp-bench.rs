@@ -77,9 +77,15 @@ fn main() {
     println!("XDP per-packet cost via BPF_PROG_TEST_RUN on this machine (ns per packet)\n");
     println!("repeat={REPEAT}, kernel mean per repetition (idempotent verdicts):");
     println!("  {:<46} {floor:>7.1}", "trivial XDP_PASS program (floor)");
-    let idempotent: [(&str, &[u8]); 2] = [
+    let arp_reply = pad60(lbgw_tests::packets::arp(
+        LBGW_MAC, CLIENT_MAC, None, 2, CLIENT_MAC, CLIENT_IP, LBGW_MAC, VIP,
+    ));
+    let arp_not_announced = arp_request_for(VIP_NOT_ANNOUNCED, None);
+    let idempotent: [(&str, &[u8]); 4] = [
         ("IPv4 TCP to a VIP, pass-through", &tcp),
+        ("ARP reply (parse only), pass", &arp_reply),
         ("ARP for an unallocated address, pass", &arp_other),
+        ("ARP for a VIP not announced here, pass", &arp_not_announced),
     ];
     for (name, frame) in idempotent {
         println!(
