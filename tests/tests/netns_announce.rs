@@ -174,6 +174,24 @@ fn arp_and_ndp_for_vips_are_answered_with_lbgws_mac() {
         );
     }
 
+    // `lbgw maps` finds the loaded program through the kernel and prints its per-VIP counters.
+    // Other tests may have programs loaded too; one of the listed programs is this one.
+    let maps = lab
+        .node
+        .cmd(lbgw_bin())
+        .arg("maps")
+        .output()
+        .expect("lbgw maps");
+    let maps = String::from_utf8_lossy(&maps.stdout);
+    assert!(
+        maps.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.first() == Some(&"192.0.2.20")
+                && cols.get(1).and_then(|n| n.parse::<u64>().ok()) >= Some(2)
+        }),
+        "lbgw maps does not show the ARP replies for 192.0.2.20:\n{maps}"
+    );
+
     let status = lbgw.stop(Duration::from_secs(10));
     assert!(
         status.success(),
