@@ -215,23 +215,33 @@ fn arp_and_ndp_for_vips_are_answered_with_lbgws_mac() {
 }
 
 #[test]
-fn vips_are_announced_with_gratuitous_arp_on_start() {
+fn vips_are_announced_with_gratuitous_arp_and_unsolicited_na_on_start() {
     let lab = lab();
+    // Let the client's kernel create neighbour entries from unsolicited NAs: Linux 5.19+ does
+    // so only on a router (forwarding on) with accept_untracked_na (RFC 9131), off by default.
+    lbgw_tests::netns::run(lab.client.cmd("sysctl").args([
+        "-q",
+        "-w",
+        "net.ipv6.conf.client0.forwarding=1",
+        "net.ipv6.conf.client0.accept_untracked_na=1",
+    ]));
     let node_mac = lab.node.mac("node0");
     let _lbgw = start_lbgw(&lab, &["--announce-interval", "1"]);
-    // No question was asked: the entry can only come from lbgw's announcement.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let neigh = lab.client.ip(&["-4", "neigh", "show", "192.0.2.21"]);
-        let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();
-        if neigh.contains(&node_mac) {
-            break;
+    // No question was asked: the entries can only come from lbgw's announcements.
+    for (flag, vip) in [("-4", "192.0.2.21"), ("-6", "2001:db8::120")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let neigh = lab.client.ip(&[flag, "neigh", "show", vip]);
+            let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();
+            if neigh.contains(&node_mac) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no neighbour entry for {vip} from lbgw's announcement: {neigh:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no neighbour entry from gratuitous ARP: {neigh:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
