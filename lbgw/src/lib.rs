@@ -5,10 +5,12 @@
 //! - [`ipam`]: LoadBalancer IP allocation from the pools (LB-IPAM);
 //! - [`dataplane`]: the XDP program: loading, attaching, its maps and counters;
 //! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace;
+//! - [`l4`]: L4 LoadBalancer Services: Maglev tables for the XDP forwarder;
 //! - [`daemon`]: `lbgw run`, tying the above together.
 pub mod announce;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod ipam;
+pub mod l4;
 pub mod route;
