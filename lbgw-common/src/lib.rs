@@ -28,10 +28,21 @@ pub mod names {
     pub const VIP_STATS: &str = "LBGW_VIP_STATS";
     /// `PerCpuArray<u64>` indexed by [`super::Counter`].
     pub const COUNTERS: &str = "LBGW_COUNTERS";
+    /// `Array<Config>` of one entry: settings userspace changes at run time.
+    pub const CONFIG: &str = "LBGW_CONFIG";
+    /// `Array<PoolRange>`: the LoadBalancer pools, the first `Config::pool_count` entries.
+    pub const POOLS: &str = "LBGW_POOLS";
+    /// `HashMap<PortKey, PortInfo>`: the (VIP, protocol, port) that something serves.
+    pub const PORTS: &str = "LBGW_PORTS";
 }
 
 /// Capacity of the VIP map and of the per-VIP statistics array.
 pub const MAX_VIPS: u32 = 4096;
+/// Capacity of the pool array: pools are few (a CIDR or two per site).
+pub const MAX_POOLS: u32 = 64;
+/// Capacity of the served-ports map (VIPs × ports).
+pub const MAX_PORTS: u32 = 16384;
+
 /// Capacity of the interface hash map (interfaces × VLANs).
 pub const MAX_IFACES: u32 = 256;
 /// Length of the interface array: untagged interfaces with an ifindex below this are found
@@ -109,6 +120,70 @@ pub struct VipStats {
     pub arp_replies: u64,
     /// Neighbor Solicitations for the VIP answered with a Neighbor Advertisement.
     pub na_replies: u64,
+    /// ICMP / ICMPv6 echo requests to the VIP answered.
+    pub echo_replies: u64,
+    /// TCP/UDP packets to a port of the VIP that nothing serves, dropped.
+    pub dropped_unserved: u64,
+    /// Packets to the VIP passed on to the stack (served ports, other ICMP, fragments).
+    pub passed: u64,
+}
+
+/// `Config::flags`: drop traffic to unallocated pool addresses and unserved VIP ports.
+pub const CONFIG_F_EARLY_DROP: u32 = 1 << 0;
+/// `Config::flags`: answer ICMP / ICMPv6 echo requests to VIPs.
+pub const CONFIG_F_ECHO: u32 = 1 << 1;
+
+/// Run-time settings of the XDP program (single entry of the `LBGW_CONFIG` array). All-zero
+/// (before userspace writes it) means: answer ARP/NDP only, pass everything else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// `CONFIG_F_*` bits.
+    pub flags: u32,
+    /// Number of valid entries at the start of the pool array (`<= MAX_POOLS`).
+    pub pool_count: u32,
+}
+
+/// An inclusive address range of a pool, as 128-bit integers split in halves (host order), with
+/// IPv4 in its IPv4-mapped form like [`VipKey`]. Comparing integers is cheaper than a trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PoolRange {
+    pub first_hi: u64,
+    pub first_lo: u64,
+    pub last_hi: u64,
+    pub last_lo: u64,
+}
+
+/// IP protocol numbers used in [`PortKey::proto`] (IANA).
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
+
+/// Key of the served-ports map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    /// The VIP, as in [`VipKey`].
+    pub addr: [u8; 16],
+    /// Destination port, network byte order.
+    pub port_be: u16,
+    /// `PROTO_*`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// What serves a port: traffic goes to the local stack (a Gateway listener, steered to the
+/// proxy) — the only action so far; L4 Services forwarded in XDP will add others.
+pub const PORT_ACTION_LOCAL: u32 = 1;
+
+/// Value of the served-ports map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortInfo {
+    /// `PORT_ACTION_*`.
+    pub action: u32,
+    pub _pad: u32,
 }
 
 /// Global counters of the XDP program, indexes of the `LBGW_COUNTERS` per-CPU array.
@@ -131,11 +206,21 @@ pub enum Counter {
     StackedVlan = 6,
     /// Frames the program had to give up on (e.g. tail adjustment refused); passed.
     Aborted = 7,
+    /// Packets to a pool address that is not allocated, dropped.
+    DroppedUnallocated = 8,
+    /// TCP/UDP packets to a VIP port that nothing serves, dropped.
+    DroppedUnserved = 9,
+    /// ICMP / ICMPv6 echo requests to a VIP answered.
+    EchoReplied = 10,
+    /// Packets to a VIP passed to the stack (served port, other ICMP, fragments, ...).
+    VipPassed = 11,
+    /// Packets to a VIP too short or malformed to classify, dropped.
+    DroppedMalformed = 12,
 }
 
 impl Counter {
     /// Number of counters (length of the `LBGW_COUNTERS` array).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 13;
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Passed,
@@ -146,6 +231,11 @@ impl Counter {
         Counter::WrongIface,
         Counter::StackedVlan,
         Counter::Aborted,
+        Counter::DroppedUnallocated,
+        Counter::DroppedUnserved,
+        Counter::EchoReplied,
+        Counter::VipPassed,
+        Counter::DroppedMalformed,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -159,6 +249,11 @@ impl Counter {
             Counter::WrongIface => "wrong_iface",
             Counter::StackedVlan => "stacked_vlan",
             Counter::Aborted => "aborted",
+            Counter::DroppedUnallocated => "dropped_unallocated",
+            Counter::DroppedUnserved => "dropped_unserved",
+            Counter::EchoReplied => "echo_replied",
+            Counter::VipPassed => "vip_passed",
+            Counter::DroppedMalformed => "dropped_malformed",
         }
     }
 }
@@ -168,7 +263,11 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 16);
 const _: () = assert!(core::mem::size_of::<VipInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<IfaceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<IfaceInfo>() == 8);
-const _: () = assert!(core::mem::size_of::<VipStats>() == 16);
+const _: () = assert!(core::mem::size_of::<VipStats>() == 40);
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<PoolRange>() == 32);
+const _: () = assert!(core::mem::size_of::<PortKey>() == 20);
+const _: () = assert!(core::mem::size_of::<PortInfo>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -180,4 +279,8 @@ mod pod {
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for VipStats {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for PoolRange {}
+    unsafe impl aya::Pod for PortKey {}
+    unsafe impl aya::Pod for PortInfo {}
 }

@@ -7,6 +7,7 @@ use network_types::eth::EthHdr;
 use crate::{maps, packet::ptr_at};
 
 pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 /// IEEE 802.1Q customer VLAN tag.
 const ETH_P_8021Q: u16 = 0x8100;
@@ -70,6 +71,18 @@ pub fn set_addrs(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6]) -> Option<()> {
     unsafe {
         (*eth).dst_addr = *dst;
         (*eth).src_addr = *src;
+    }
+    Some(())
+}
+
+/// Swaps the Ethernet source and destination: a reply goes back where the request came from.
+#[inline(always)]
+pub fn swap_addrs(ctx: &XdpContext) -> Option<()> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    unsafe {
+        let src = (*eth).src_addr;
+        (*eth).src_addr = (*eth).dst_addr;
+        (*eth).dst_addr = src;
     }
     Some(())
 }

@@ -6,6 +6,10 @@
 //! - `eth.rs`: Ethernet and 802.1Q parsing;
 //! - `arp.rs`: ARP request → reply (RFC 826);
 //! - `ndp.rs`: Neighbor Solicitation → Neighbor Advertisement (RFC 4861 §7.2);
+//! - `ip.rs`: IPv4 / IPv6 headers down to the transport ports;
+//! - `steer.rs`: what happens to IP traffic for the pools: served VIP ports pass, the rest of
+//!   the pools is dropped early;
+//! - `icmp.rs`: echo requests to a VIP answered in place (RFC 792, RFC 4443 §4);
 //! - `csum.rs`: the Internet checksum (RFC 1071);
 //! - `maps.rs`: the maps userspace fills and reads.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -18,18 +22,24 @@ mod csum;
 #[cfg(target_arch = "bpf")]
 mod eth;
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
+mod ip;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod ndp;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod steer;
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use lbgw_common::Counter;
 
-    use crate::{arp, eth, maps, ndp, packet::Verdict};
+    use crate::{arp, eth, maps, ndp, packet::Verdict, steer};
 
     #[xdp]
     pub fn lbgw_xdp(ctx: XdpContext) -> u32 {
@@ -39,6 +49,10 @@ mod program {
             Verdict::Pass(reason) => {
                 maps::count(reason);
                 xdp_action::XDP_PASS
+            }
+            Verdict::Drop(reason) => {
+                maps::count(reason);
+                xdp_action::XDP_DROP
             }
         }
     }
@@ -58,7 +72,8 @@ mod program {
         };
         match l2.ether_type {
             eth::ETH_P_ARP => arp::answer(ctx, &l2),
-            eth::ETH_P_IPV6 => ndp::answer(ctx, &l2),
+            eth::ETH_P_IPV6 if ndp::is_solicitation(ctx, &l2) => ndp::answer(ctx, &l2),
+            eth::ETH_P_IP | eth::ETH_P_IPV6 => steer::classify(ctx, &l2),
             _ => Verdict::Pass(Counter::Passed),
         }
     }

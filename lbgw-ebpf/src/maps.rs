@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use lbgw_common::{
-    Counter, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_IFACES, MAX_VIPS, VipInfo,
-    VipKey, VipStats,
+    Config, Counter, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_IFACES, MAX_POOLS,
+    MAX_PORTS, MAX_VIPS, PoolRange, PortInfo, PortKey, VipInfo, VipKey, VipStats,
 };
 
 #[map(name = "LBGW_VIPS")]
@@ -18,11 +18,81 @@ static IFACES: HashMap<IfaceKey, IfaceInfo> = HashMap::with_max_entries(MAX_IFAC
 #[map(name = "LBGW_IFACE_ARR")]
 static IFACE_ARRAY: Array<IfaceInfo> = Array::with_max_entries(IFACE_SLOTS, 0);
 
+#[map(name = "LBGW_CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "LBGW_POOLS")]
+static POOLS: Array<PoolRange> = Array::with_max_entries(MAX_POOLS, 0);
+
+#[map(name = "LBGW_PORTS")]
+static PORTS: HashMap<PortKey, PortInfo> = HashMap::with_max_entries(MAX_PORTS, 0);
+
 #[map(name = "LBGW_VIP_STATS")]
 static VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 
 #[map(name = "LBGW_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// The run-time settings (all-zero until userspace writes them).
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// Whether `addr` (as a VIP key) lies in one of the first `count` pools. A bounded scan of an
+/// array: cheaper than a trie for the handful of pools a site has.
+#[inline(always)]
+pub fn in_pool(addr: &VipKey, count: u32) -> bool {
+    let hi = u64::from_be_bytes([
+        addr.addr[0],
+        addr.addr[1],
+        addr.addr[2],
+        addr.addr[3],
+        addr.addr[4],
+        addr.addr[5],
+        addr.addr[6],
+        addr.addr[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        addr.addr[8],
+        addr.addr[9],
+        addr.addr[10],
+        addr.addr[11],
+        addr.addr[12],
+        addr.addr[13],
+        addr.addr[14],
+        addr.addr[15],
+    ]);
+    let mut i = 0;
+    while i < MAX_POOLS {
+        if i >= count {
+            break;
+        }
+        if let Some(r) = POOLS.get(i) {
+            let above = hi > r.first_hi || (hi == r.first_hi && lo >= r.first_lo);
+            let below = hi < r.last_hi || (hi == r.last_hi && lo <= r.last_lo);
+            if above && below {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// What serves (VIP, protocol, port), if anything.
+#[inline(always)]
+pub fn port(key: &PortKey) -> Option<PortInfo> {
+    // SAFETY: a copy of a plain-old-data value.
+    unsafe { PORTS.get(key) }.copied()
+}
+
+/// The VIP map entry for `key`, announced here or not.
+#[inline(always)]
+pub fn vip(key: &VipKey) -> Option<VipInfo> {
+    // SAFETY: a copy of a plain-old-data value.
+    unsafe { VIPS.get(key) }.copied()
+}
 
 /// The VIP entry for `key`, if this node announces it.
 #[inline(always)]

@@ -34,6 +34,18 @@ struct Solicitation {
     target: [u8; 16],
 }
 
+/// Whether the IPv6 packet is an ICMPv6 Neighbor Solicitation (without validating it yet).
+#[inline(always)]
+pub fn is_solicitation(ctx: &XdpContext, l2: &L2) -> bool {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l2.l3_offset) else {
+        return false;
+    };
+    let Some(icmp) = ptr_at::<[u8; 1]>(ctx, l2.l3_offset + Ipv6Hdr::LEN) else {
+        return false;
+    };
+    unsafe { (*ip).next_hdr == IPPROTO_ICMPV6 && (*icmp)[0] == ND_NEIGHBOR_SOLICIT }
+}
+
 #[inline(always)]
 pub fn answer(ctx: &XdpContext, l2: &L2) -> Verdict {
     match try_answer(ctx, l2) {

@@ -13,6 +13,8 @@ pub enum Verdict {
     Tx,
     /// Hand the frame to the kernel stack, counting why.
     Pass(Counter),
+    /// Drop the frame, counting why.
+    Drop(Counter),
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` if the frame is too short.

@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub announce_interval: Duration,
     /// How often counters are logged when they changed (0 = only at exit).
     pub stats_interval: Duration,
+    /// Pass traffic to unallocated pool addresses and unserved VIP ports to the kernel instead
+    /// of dropping it in XDP.
+    pub no_early_drop: bool,
 }
 
 /// Why the daemon could not start or stopped.
@@ -90,6 +93,13 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
     }
     dataplane.sync_vips(&vips)?;
+    dataplane.set_steering(&crate::dataplane::served::steering(
+        &config,
+        &plan,
+        &pools,
+        !opts.no_early_drop,
+        true,
+    ))?;
     let mode = dataplane.attach(&iface, opts.xdp_mode)?;
     info!(
         iface = %iface.name,
@@ -152,7 +162,15 @@ fn log_counters(dataplane: &Dataplane, last: &mut Option<String>, always: bool) 
             if always || last.as_deref() != Some(line.as_str()) {
                 info!(counters = %line, "XDP counters");
                 for vip in per_vip {
-                    info!(ip = %vip.ip, arp_replies = vip.arp_replies, na_replies = vip.na_replies, "VIP counters");
+                    info!(
+                        ip = %vip.ip,
+                        arp_replies = vip.arp_replies,
+                        na_replies = vip.na_replies,
+                        echo_replies = vip.echo_replies,
+                        dropped_unserved = vip.dropped_unserved,
+                        passed = vip.passed,
+                        "VIP counters"
+                    );
                 }
                 *last = Some(line);
             }

@@ -70,6 +70,10 @@ mod lbgw_run {
         /// Seconds between logs of the XDP counters, when they changed (0: only at exit).
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         pub stats_interval: u64,
+        /// Pass traffic to unallocated pool addresses and to VIP ports nothing serves to the
+        /// kernel instead of dropping it in XDP.
+        #[arg(long)]
+        pub no_early_drop: bool,
     }
 
     pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -83,6 +87,7 @@ mod lbgw_run {
             vlans: args.vlans,
             announce_interval: std::time::Duration::from_secs(args.announce_interval),
             stats_interval: std::time::Duration::from_secs(args.stats_interval),
+            no_early_drop: args.no_early_drop,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -104,13 +109,19 @@ mod lbgw_run {
                 report.program_id,
                 lbgw_common::names::XDP_PROGRAM
             );
-            println!("  {:<40} {:>12} {:>12}", "VIP", "ARP replies", "NA replies");
+            println!(
+                "  {:<40} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                "VIP", "ARP replies", "NA replies", "echo", "dropped", "passed"
+            );
             for vip in &report.vips {
                 println!(
-                    "  {:<40} {:>12} {:>12}",
+                    "  {:<40} {:>12} {:>12} {:>12} {:>12} {:>12}",
                     vip.ip.to_string(),
                     vip.arp_replies,
-                    vip.na_replies
+                    vip.na_replies,
+                    vip.echo_replies,
+                    vip.dropped_unserved,
+                    vip.passed
                 );
             }
             println!("  counters: {}", report.counters);

@@ -6,10 +6,12 @@
 use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use lbgw::dataplane::{Dataplane, VipEntry};
+use lbgw::dataplane::{Dataplane, ServedPort, Steering, VipEntry};
+use lbgw_common::{PROTO_TCP, PROTO_UDP};
 
 use crate::{packets::*, require_root};
 
+pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const LO_IFINDEX: u32 = 1;
@@ -20,6 +22,8 @@ pub const CLIENT_IP: [u8; 4] = [192, 0, 2, 1];
 pub const VIP: [u8; 4] = [192, 0, 2, 10];
 pub const VIP_NOT_ANNOUNCED: [u8; 4] = [192, 0, 2, 11];
 pub const POOL_UNALLOCATED: [u8; 4] = [192, 0, 2, 12];
+/// An address outside every pool: the node's own traffic, say.
+pub const NOT_IN_POOL: [u8; 4] = [198, 51, 100, 7];
 pub const VLAN: u16 = 42;
 pub const OTHER_VLAN: u16 = 43;
 
@@ -54,6 +58,24 @@ pub fn dataplane() -> Dataplane {
             announce: true,
         },
     ])
+    .unwrap();
+    let served = |ip: IpAddr, proto, port| ServedPort { ip, proto, port };
+    dp.set_steering(&Steering {
+        early_drop: true,
+        echo: true,
+        pools: vec![
+            ("192.0.2.0".parse().unwrap(), "192.0.2.255".parse().unwrap()),
+            (
+                "2001:db8::".parse().unwrap(),
+                "2001:db8::ffff".parse().unwrap(),
+            ),
+        ],
+        ports: vec![
+            served(IpAddr::from(VIP), PROTO_TCP, 443),
+            served(IpAddr::from(VIP), PROTO_UDP, 53),
+            served(IpAddr::from(vip6()), PROTO_TCP, 443),
+        ],
+    })
     .unwrap();
     dp
 }

@@ -128,3 +128,65 @@ pub fn ipv4_tcp(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
     ip.extend_from_slice(&tcp);
     ip
 }
+
+/// An IPv4 packet (id 1, DF unless `frag` says otherwise) with a correct header checksum.
+pub fn ipv4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    ttl: u8,
+    options: &[u8],
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    assert_eq!(
+        options.len() % 4,
+        0,
+        "IPv4 options are padded to 32-bit words"
+    );
+    let ihl = 5 + options.len() / 4;
+    let total = (ihl * 4 + payload.len()) as u16;
+    let mut ip = vec![0x40 | ihl as u8, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1]);
+    ip.extend_from_slice(&frag.to_be_bytes());
+    ip.extend_from_slice(&[ttl, proto, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(options);
+    let sum = inet_checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(payload);
+    ip
+}
+
+/// An ICMP echo message (RFC 792) with a correct checksum; `kind` 8 = request, 0 = reply.
+pub fn icmp_echo(kind: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(data);
+    let sum = inet_checksum(&[&m]);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    m
+}
+
+/// An IPv6 packet with the given next header and payload (checksums are the caller's).
+pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.push(next);
+    p.push(hop_limit);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A transport header stub: source port 40000, `dport`, then zeros (enough for classification).
+pub fn ports(dport: u16, len: usize) -> Vec<u8> {
+    let mut t = vec![0x9c, 0x40];
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.resize(len.max(4), 0);
+    t
+}

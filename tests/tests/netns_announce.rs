@@ -158,14 +158,20 @@ fn arp_and_ndp_for_vips_are_answered_with_lbgws_mac() {
         "an unallocated IPv6 pool address was answered"
     );
 
-    // The client's own kernel resolves the VIPs (ping itself is not answered yet: nothing
-    // serves ICMP on a VIP), so its neighbour table shows them with lbgw's MAC.
+    // The client's own kernel resolves the VIPs, so its neighbour table shows them with
+    // lbgw's MAC; the echo requests are answered by the XDP program itself.
     for (flag, vip) in [("-4", "192.0.2.20"), ("-6", "2001:db8::120")] {
-        let _ = lab
+        let ping = lab
             .client
             .cmd("ping")
-            .args([flag, "-c", "1", "-W", "1", vip])
-            .output();
+            .args([flag, "-c", "2", "-W", "2", vip])
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "ping {vip} got no reply:\n{}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
         let neigh = lab.client.ip(&[flag, "neigh", "show", vip]);
         let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();
         assert!(
@@ -173,6 +179,26 @@ fn arp_and_ndp_for_vips_are_answered_with_lbgws_mac() {
             "neighbour table of the client for {vip}: {neigh:?}"
         );
     }
+
+    // A port nothing serves gets no answer at all: the SYN is dropped in XDP (no RST).
+    let curl = lab
+        .client
+        .cmd("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--connect-timeout",
+            "1",
+            "http://192.0.2.20:8080/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        curl.status.code(),
+        Some(28),
+        "curl to an unserved port must time out"
+    );
 
     // `lbgw maps` finds the loaded program through the kernel and prints its per-VIP counters.
     // Other tests may have programs loaded too; one of the listed programs is this one.
@@ -183,13 +209,18 @@ fn arp_and_ndp_for_vips_are_answered_with_lbgws_mac() {
         .output()
         .expect("lbgw maps");
     let maps = String::from_utf8_lossy(&maps.stdout);
+    // Columns: VIP, ARP replies, NA replies, echo, dropped, passed.
+    let count =
+        |cols: &[&str], i: usize| cols.get(i).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     assert!(
         maps.lines().any(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
             cols.first() == Some(&"192.0.2.20")
-                && cols.get(1).and_then(|n| n.parse::<u64>().ok()) >= Some(2)
+                && count(&cols, 1) >= 2
+                && count(&cols, 3) >= 2
+                && count(&cols, 4) >= 1
         }),
-        "lbgw maps does not show the ARP replies for 192.0.2.20:\n{maps}"
+        "lbgw maps does not show the ARP replies, echo replies and drops for 192.0.2.20:\n{maps}"
     );
 
     let status = lbgw.stop(Duration::from_secs(10));

@@ -122,6 +122,197 @@ fn cases() -> Vec<Case> {
             output: None,
         },
         Case {
+            name: "TCP to a served VIP port passes",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 6, 64, &[], 0x4000, &ports(443, 20))),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "TCP to a VIP port nothing serves is dropped",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 6, 64, &[], 0x4000, &ports(8080, 20))),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "UDP to a served VIP port passes, another UDP port is dropped",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 17, 64, &[], 0, &ports(53, 8))),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "UDP to an unserved VIP port is dropped",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 17, 64, &[], 0, &ports(54, 8))),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "traffic to an unallocated pool address is dropped",
+            input: ip4_frame(ipv4(
+                CLIENT_IP,
+                POOL_UNALLOCATED,
+                6,
+                64,
+                &[],
+                0x4000,
+                &ports(443, 20),
+            )),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "traffic outside every pool passes untouched",
+            input: ip4_frame(ipv4(
+                CLIENT_IP,
+                NOT_IN_POOL,
+                6,
+                64,
+                &[],
+                0x4000,
+                &ports(8080, 20),
+            )),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv4 options are skipped to find the port (served)",
+            input: ip4_frame(ipv4(
+                CLIENT_IP,
+                VIP,
+                6,
+                64,
+                &[1, 1, 1, 0],
+                0x4000,
+                &ports(443, 20),
+            )),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv4 options are skipped to find the port (unserved)",
+            input: ip4_frame(ipv4(
+                CLIENT_IP,
+                VIP,
+                6,
+                64,
+                &[1, 1, 1, 0],
+                0x4000,
+                &ports(8443, 20),
+            )),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "a non-first IPv4 fragment to a VIP passes (the kernel reassembles)",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 6, 64, &[], 0x00b9, &[0xab; 16])),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "a VIP packet truncated before its ports is dropped",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 6, 64, &[], 0x4000, &[0x9c, 0x40])),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "other protocols to a VIP (GRE) are dropped",
+            input: ip4_frame(ipv4(CLIENT_IP, VIP, 47, 64, &[], 0, &[0; 8])),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "ICMP echo request to a VIP is answered in place",
+            input: ip4_frame(ipv4(
+                CLIENT_IP,
+                VIP,
+                1,
+                57,
+                &[],
+                0,
+                &icmp_echo(8, 0x1234, 7, b"lbgw ping"),
+            )),
+            verdict: XDP_TX,
+            output: Some(ip4_reply_frame(ipv4(
+                VIP,
+                CLIENT_IP,
+                1,
+                64,
+                &[],
+                0,
+                &icmp_echo(0, 0x1234, 7, b"lbgw ping"),
+            ))),
+        },
+        Case {
+            name: "ICMP fragmentation needed to a VIP passes (PMTU discovery)",
+            input: ip4_frame(ipv4(
+                CLIENT_IP,
+                VIP,
+                1,
+                64,
+                &[],
+                0,
+                &[3, 4, 0, 0, 0, 0, 5, 0xdc],
+            )),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv6 TCP to a served VIP port passes",
+            input: ip6_frame(ipv6(client6(), vip6(), 6, 64, &ports(443, 20))),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv6 TCP to an unserved VIP port is dropped",
+            input: ip6_frame(ipv6(client6(), vip6(), 6, 64, &ports(80, 20))),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "IPv6 to an unallocated pool address is dropped",
+            input: ip6_frame(ipv6(client6(), v6("2001:db8::77"), 6, 64, &ports(443, 20))),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "IPv6 fragment header to a VIP passes",
+            input: ip6_frame(ipv6(
+                client6(),
+                vip6(),
+                44,
+                64,
+                &[6, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0],
+            )),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "ICMPv6 echo request to a VIP is answered in place",
+            input: ip6_frame(ipv6_icmp(
+                client6(),
+                vip6(),
+                57,
+                icmp_echo(128, 0x4242, 1, b"lbgw ping6"),
+            )),
+            verdict: XDP_TX,
+            output: Some(ip6_reply_frame(ipv6_icmp(
+                vip6(),
+                client6(),
+                64,
+                icmp_echo(129, 0x4242, 1, b"lbgw ping6"),
+            ))),
+        },
+        Case {
+            name: "ICMPv6 packet too big to a VIP passes (PMTU discovery)",
+            input: ip6_frame(ipv6_icmp(
+                client6(),
+                vip6(),
+                64,
+                vec![2, 0, 0, 0, 0, 0, 5, 0xdc],
+            )),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
             name: "multicast NS for a VIP (with SLLA) is answered with a solicited NA",
             input: ns_frame(client6(), snm, snm_mac, vip6(), true, 255),
             verdict: XDP_TX,
@@ -177,6 +368,30 @@ fn cases() -> Vec<Case> {
             output: None,
         },
     ]
+}
+
+fn ip4_frame(packet: Vec<u8>) -> Vec<u8> {
+    let mut f = eth(LBGW_MAC, CLIENT_MAC, None, ETH_P_IP);
+    f.extend(packet);
+    pad60(f)
+}
+
+fn ip4_reply_frame(packet: Vec<u8>) -> Vec<u8> {
+    let mut f = eth(CLIENT_MAC, LBGW_MAC, None, ETH_P_IP);
+    f.extend(packet);
+    pad60(f)
+}
+
+fn ip6_frame(packet: Vec<u8>) -> Vec<u8> {
+    let mut f = eth(LBGW_MAC, CLIENT_MAC, None, ETH_P_IPV6);
+    f.extend(packet);
+    f
+}
+
+fn ip6_reply_frame(packet: Vec<u8>) -> Vec<u8> {
+    let mut f = eth(CLIENT_MAC, LBGW_MAC, None, ETH_P_IPV6);
+    f.extend(packet);
+    f
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //!
 //! - [`object`]: the embedded eBPF object (built by `build.rs`);
 //! - [`sys`]: the few facts about the host read from sysfs/procfs (interfaces, privileges);
+//! - [`served`]: which VIP ports are served, from the configuration and the VIP plan;
 //! - [`stats`]: the per-CPU counters, summed.
 pub mod object;
+pub mod served;
 pub mod stats;
 pub mod sys;
 
@@ -16,8 +18,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lbgw_common::{
-    IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_VIPS, VIP_F_ANNOUNCE, VipInfo, VipKey,
-    VipStats, names,
+    Config, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_POOLS, MAX_PORTS, MAX_VIPS,
+    PORT_ACTION_LOCAL, PoolRange, PortInfo, PortKey, VIP_F_ANNOUNCE, VipInfo, VipKey, VipStats,
+    names,
 };
 use tracing::{info, warn};
 
@@ -61,6 +64,31 @@ pub enum DataplaneError {
     },
     #[error("too many VIPs: the data plane holds at most {MAX_VIPS}")]
     TooManyVips,
+    #[error("too many pool ranges: the data plane holds at most {MAX_POOLS}")]
+    TooManyPools,
+    #[error("too many served ports: the data plane holds at most {MAX_PORTS}")]
+    TooManyPorts,
+}
+
+/// A (VIP, protocol, port) something serves; traffic to other ports of a VIP is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServedPort {
+    pub ip: IpAddr,
+    /// IANA protocol number (`lbgw_common::PROTO_*`).
+    pub proto: u8,
+    pub port: u16,
+}
+
+/// What the XDP program does with IP traffic for the pools.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// Drop traffic to unallocated pool addresses and to unserved ports of VIPs.
+    pub early_drop: bool,
+    /// Answer ICMP / ICMPv6 echo requests to VIPs.
+    pub echo: bool,
+    /// The pools' address ranges, (first, last) inclusive.
+    pub pools: Vec<(IpAddr, IpAddr)>,
+    pub ports: Vec<ServedPort>,
 }
 
 /// How the XDP program is attached.
@@ -103,6 +131,9 @@ pub struct Dataplane {
     iface_array: Array<MapData, IfaceInfo>,
     vip_stats: PerCpuArray<MapData, VipStats>,
     counters: PerCpuArray<MapData, u64>,
+    config: Array<MapData, Config>,
+    pools: Array<MapData, PoolRange>,
+    ports: HashMap<MapData, PortKey, PortInfo>,
     /// Statistics slot of each VIP in the map; a VIP keeps its slot while it stays.
     slots: BTreeMap<IpAddr, u32>,
     attached: Vec<(String, AttachMode, XdpLinkId)>,
@@ -140,6 +171,9 @@ impl Dataplane {
         let iface_array = take_map(&mut ebpf, names::IFACE_ARRAY)?;
         let vip_stats = take_map(&mut ebpf, names::VIP_STATS)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
+        let config = take_map(&mut ebpf, names::CONFIG)?;
+        let pools = take_map(&mut ebpf, names::POOLS)?;
+        let ports = take_map(&mut ebpf, names::PORTS)?;
         Ok(Self {
             ebpf,
             vips,
@@ -147,6 +181,9 @@ impl Dataplane {
             iface_array,
             vip_stats,
             counters,
+            config,
+            pools,
+            ports,
             slots: BTreeMap::new(),
             attached: Vec::new(),
         })
@@ -299,6 +336,67 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Sets what happens to IP traffic for the pools: the pool ranges, the served ports, and
+    /// the switches. Ports are replaced as a whole (removed ones first, then added ones); the
+    /// configuration entry is written last, so the program never sees a count of pools that
+    /// are not there yet.
+    pub fn set_steering(&mut self, steering: &Steering) -> Result<(), DataplaneError> {
+        if steering.pools.len() > MAX_POOLS as usize {
+            return Err(DataplaneError::TooManyPools);
+        }
+        if steering.ports.len() > MAX_PORTS as usize {
+            return Err(DataplaneError::TooManyPorts);
+        }
+        let map_err = |map| move |source| DataplaneError::Map { map, source };
+        for (i, &(first, last)) in steering.pools.iter().enumerate() {
+            let (first_hi, first_lo) = halves(first);
+            let (last_hi, last_lo) = halves(last);
+            let range = PoolRange {
+                first_hi,
+                first_lo,
+                last_hi,
+                last_lo,
+            };
+            self.pools
+                .set(i as u32, range, 0)
+                .map_err(map_err(names::POOLS))?;
+        }
+        let wanted: std::collections::BTreeSet<ServedPort> =
+            steering.ports.iter().copied().collect();
+        let existing: Vec<PortKey> = self.ports.keys().filter_map(Result::ok).collect();
+        for key in existing {
+            if !wanted.contains(&port_from_key(&key)) {
+                match self.ports.remove(&key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(source) => return Err(map_err(names::PORTS)(source)),
+                }
+            }
+        }
+        for port in &wanted {
+            let info = PortInfo {
+                action: PORT_ACTION_LOCAL,
+                _pad: 0,
+            };
+            self.ports
+                .insert(port_key(port), info, 0)
+                .map_err(map_err(names::PORTS))?;
+        }
+        let mut flags = 0;
+        if steering.early_drop {
+            flags |= lbgw_common::CONFIG_F_EARLY_DROP;
+        }
+        if steering.echo {
+            flags |= lbgw_common::CONFIG_F_ECHO;
+        }
+        let config = Config {
+            flags,
+            pool_count: steering.pools.len() as u32,
+        };
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::CONFIG))
+    }
+
     fn zero_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
         let map_err = |source| DataplaneError::Map {
             map: names::VIP_STATS,
@@ -334,6 +432,29 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+/// An address as the program compares pool ranges: the VIP key's 16 bytes as two integers.
+fn halves(ip: IpAddr) -> (u64, u64) {
+    let bits = u128::from_be_bytes(vip_key(ip).addr);
+    ((bits >> 64) as u64, bits as u64)
+}
+
+fn port_key(port: &ServedPort) -> PortKey {
+    PortKey {
+        addr: vip_key(port.ip).addr,
+        port_be: port.port.to_be(),
+        proto: port.proto,
+        _pad: 0,
+    }
+}
+
+fn port_from_key(key: &PortKey) -> ServedPort {
+    ServedPort {
+        ip: stats::key_to_ip(&VipKey { addr: key.addr }),
+        proto: key.proto,
+        port: u16::from_be(key.port_be),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct VipCounters {
     pub ip: IpAddr,
     pub arp_replies: u64,
     pub na_replies: u64,
+    pub echo_replies: u64,
+    pub dropped_unserved: u64,
+    pub passed: u64,
 }
 
 /// Sums the global counters over CPUs.
@@ -66,6 +69,9 @@ pub fn read_vip(
         ip,
         arp_replies: values.iter().map(|v| v.arp_replies).sum(),
         na_replies: values.iter().map(|v| v.na_replies).sum(),
+        echo_replies: values.iter().map(|v| v.echo_replies).sum(),
+        dropped_unserved: values.iter().map(|v| v.dropped_unserved).sum(),
+        passed: values.iter().map(|v| v.passed).sum(),
     })
 }
 
