@@ -183,7 +183,9 @@ pub const PORT_ACTION_LOCAL: u32 = 1;
 pub struct PortInfo {
     /// `PORT_ACTION_*`.
     pub action: u32,
-    pub _pad: u32,
+    /// The VIP's statistics slot (as in [`VipInfo::stats_index`]), so a served packet is
+    /// counted without a second lookup in the VIP map.
+    pub stats_index: u32,
 }
 
 /// Global counters of the XDP program, indexes of the `LBGW_COUNTERS` per-CPU array.

@@ -128,7 +128,13 @@ pub fn count(counter: Counter) {
 /// Adds one to a per-VIP counter chosen by `field`.
 #[inline(always)]
 pub fn count_vip(info: &VipInfo, field: fn(&mut VipStats) -> &mut u64) {
-    if let Some(stats) = VIP_STATS.get_ptr_mut(info.stats_index) {
+    count_vip_slot(info.stats_index, field);
+}
+
+/// Adds one to a counter of the VIP statistics slot `slot` (out of range: nothing).
+#[inline(always)]
+pub fn count_vip_slot(slot: u32, field: fn(&mut VipStats) -> &mut u64) {
+    if let Some(stats) = VIP_STATS.get_ptr_mut(slot) {
         unsafe { *field(&mut *stats) += 1 };
     }
 }

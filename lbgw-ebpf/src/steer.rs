@@ -10,7 +10,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lbgw_common::{
-    CONFIG_F_EARLY_DROP, CONFIG_F_ECHO, Counter, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortKey, VipInfo,
+    CONFIG_F_EARLY_DROP, CONFIG_F_ECHO, Counter, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortKey,
 };
 
 use crate::{
@@ -36,14 +36,52 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
         return Verdict::Pass(Counter::Passed);
     }
     let early_drop = cfg.flags & CONFIG_F_EARLY_DROP != 0;
-    let Some(vip) = maps::vip(&l3.dst) else {
-        return if early_drop {
-            Verdict::Drop(Counter::DroppedUnallocated)
+    let drop_or_pass = |reason| {
+        if early_drop {
+            Verdict::Drop(reason)
         } else {
-            Verdict::Pass(Counter::Passed)
-        };
+            Verdict::Pass(Counter::VipPassed)
+        }
     };
-    let verdict = to_vip(ctx, l2, &l3, &vip, cfg.flags);
+
+    // The hot path first: a served port is one lookup, its entry names the VIP's counters.
+    let is_transport = matches!(l3.proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP);
+    if is_transport && l3.has_ports {
+        // Source and destination ports lead all three transport headers.
+        if let Some(ports) = ptr_at::<[u8; 4]>(ctx, l3.l4_offset) {
+            let ports = unsafe { *ports };
+            let key = PortKey {
+                addr: l3.dst.addr,
+                port_be: u16::from_ne_bytes([ports[2], ports[3]]),
+                proto: l3.proto,
+                _pad: 0,
+            };
+            if let Some(served) = maps::port(&key) {
+                maps::count_vip_slot(served.stats_index, |s| &mut s.passed);
+                return Verdict::Pass(Counter::VipPassed);
+            }
+        }
+    }
+
+    let Some(vip) = maps::vip(&l3.dst) else {
+        return drop_or_pass(Counter::DroppedUnallocated);
+    };
+    let verdict = if !l3.has_ports {
+        // A non-first fragment: the kernel reassembles it, and drops it if nothing wants it.
+        Verdict::Pass(Counter::VipPassed)
+    } else if is_transport {
+        // Not served (the lookup above missed), or too short to carry its ports.
+        match ptr_at::<[u8; 4]>(ctx, l3.l4_offset) {
+            Some(_) => drop_or_pass(Counter::DroppedUnserved),
+            None => drop_or_pass(Counter::DroppedMalformed),
+        }
+    } else {
+        match l3.proto {
+            IPPROTO_ICMP if !l3.ipv6 => icmp::answer_echo(ctx, l2, &l3, cfg.flags),
+            IPPROTO_ICMPV6 if l3.ipv6 => icmp::answer_echo(ctx, l2, &l3, cfg.flags),
+            _ => drop_or_pass(Counter::DroppedUnserved),
+        }
+    };
     match verdict {
         Verdict::Tx => maps::count_vip(&vip, |s| &mut s.echo_replies),
         Verdict::Pass(_) => maps::count_vip(&vip, |s| &mut s.passed),
@@ -53,42 +91,4 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
         Verdict::Drop(_) => {}
     }
     verdict
-}
-
-#[inline(always)]
-fn to_vip(ctx: &XdpContext, l2: &L2, l3: &ip::L3, _vip: &VipInfo, flags: u32) -> Verdict {
-    let early_drop = flags & CONFIG_F_EARLY_DROP != 0;
-    let drop_or_pass = |reason| {
-        if early_drop {
-            Verdict::Drop(reason)
-        } else {
-            Verdict::Pass(Counter::VipPassed)
-        }
-    };
-    if !l3.has_ports {
-        // A non-first fragment: the kernel reassembles it, and drops it if nothing wants it.
-        return Verdict::Pass(Counter::VipPassed);
-    }
-    match l3.proto {
-        IPPROTO_ICMP if !l3.ipv6 => icmp::answer_echo(ctx, l2, l3, flags),
-        IPPROTO_ICMPV6 if l3.ipv6 => icmp::answer_echo(ctx, l2, l3, flags),
-        PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
-            // Source and destination ports lead all three transport headers.
-            let Some(ports) = ptr_at::<[u8; 4]>(ctx, l3.l4_offset) else {
-                return drop_or_pass(Counter::DroppedMalformed);
-            };
-            let ports = unsafe { *ports };
-            let key = PortKey {
-                addr: l3.dst.addr,
-                port_be: u16::from_ne_bytes([ports[2], ports[3]]),
-                proto: l3.proto,
-                _pad: 0,
-            };
-            match maps::port(&key) {
-                Some(_) => Verdict::Pass(Counter::VipPassed),
-                None => drop_or_pass(Counter::DroppedUnserved),
-            }
-        }
-        _ => drop_or_pass(Counter::DroppedUnserved),
-    }
 }

@@ -373,9 +373,10 @@ impl Dataplane {
             }
         }
         for port in &wanted {
+            // Call `sync_vips` first: a port of a VIP without a slot is served but not counted.
             let info = PortInfo {
                 action: PORT_ACTION_LOCAL,
-                _pad: 0,
+                stats_index: self.slots.get(&port.ip).copied().unwrap_or(u32::MAX),
             };
             self.ports
                 .insert(port_key(port), info, 0)

@@ -81,18 +81,42 @@ fn main() {
         LBGW_MAC, CLIENT_MAC, None, 2, CLIENT_MAC, CLIENT_IP, LBGW_MAC, VIP,
     ));
     let arp_not_announced = arp_request_for(VIP_NOT_ANNOUNCED, None);
-    let idempotent: [(&str, &[u8]); 4] = [
-        ("IPv4 TCP to a VIP, pass-through", &tcp),
-        ("ARP reply (parse only), pass", &arp_reply),
-        ("ARP for an unallocated address, pass", &arp_other),
-        ("ARP for a VIP not announced here, pass", &arp_not_announced),
+    let frame4 = |dst: [u8; 4], proto: u8, payload: &[u8]| {
+        let mut f = eth(LBGW_MAC, CLIENT_MAC, None, ETH_P_IP);
+        f.extend(ipv4(CLIENT_IP, dst, proto, 64, &[], 0x4000, payload));
+        pad60(f)
+    };
+    let outside = frame4(NOT_IN_POOL, 6, &ports(443, 20));
+    let unserved = frame4(VIP, 6, &ports(8080, 20));
+    let unallocated = frame4(POOL_UNALLOCATED, 6, &ports(443, 20));
+    let idempotent: [(&str, &[u8], u32); 7] = [
+        ("IPv4 TCP to a served VIP port, pass", &tcp, XDP_PASS),
+        ("IPv4 TCP outside the pools, pass", &outside, XDP_PASS),
+        (
+            "IPv4 TCP to an unserved VIP port, drop",
+            &unserved,
+            XDP_DROP,
+        ),
+        (
+            "IPv4 TCP to an unallocated pool address, drop",
+            &unallocated,
+            XDP_DROP,
+        ),
+        ("ARP reply (parse only), pass", &arp_reply, XDP_PASS),
+        ("ARP for an unallocated address, pass", &arp_other, XDP_PASS),
+        (
+            "ARP for a VIP not announced here, pass",
+            &arp_not_announced,
+            XDP_PASS,
+        ),
     ];
-    for (name, frame) in idempotent {
+    for (name, frame, verdict) in idempotent {
         println!(
             "  {name:<46} {:>7.1}",
-            repeated(dp.program(), frame, XDP_PASS)
+            repeated(dp.program(), frame, verdict)
         );
     }
+    let echo = frame4(VIP, 1, &icmp_echo(8, 1, 1, b"lbgw"));
     println!(
         "\n{CALLS} single runs each paired with the trivial program; extra = median paired \
          difference,\nestimate = floor + extra, single = median single-call figure:"
@@ -101,8 +125,9 @@ fn main() {
         "  {:<46} {:>7} {:>9} {:>9}",
         "case", "extra", "estimate", "single"
     );
-    let rows: [(&str, &[u8], u32); 4] = [
+    let rows: [(&str, &[u8], u32); 5] = [
         ("ARP request for a VIP -> reply (XDP_TX)", &arp, XDP_TX),
+        ("ICMP echo to a VIP -> reply (XDP_TX)", &echo, XDP_TX),
         ("NS for a VIP -> NA (XDP_TX)", &ns, XDP_TX),
         (
             "ARP for an unallocated address (XDP_PASS)",
