@@ -1,8 +1,12 @@
 //! `lbgw run`: the node daemon. Loads the configuration, allocates VIPs, loads and attaches
 //! the XDP program, announces the VIPs, and keeps going until SIGINT/SIGTERM, after which the
 //! program is detached.
+//!
+//! Beside the XDP data plane it serves the Gateway API proxy ([`crate::proxy`]) for the
+//! configuration's Gateways and HTTPRoutes. With `--no-xdp` it runs the proxy alone: no
+//! interface, no XDP program, no announcements, no privileges beyond binding the ports.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -14,14 +18,20 @@ use crate::{
         AttachMode, Dataplane, DataplaneError, VipEntry,
         sys::{self, Interface, SysError},
     },
-    ipam::{self, IpamError, Pools, State},
+    gateway::GatewayModel,
+    ipam::{self, IpamError, Plan, Pools, State},
+    proxy::{Proxy, ProxyError, ProxyOptions},
 };
+
+/// How long in-flight proxy requests may go on after SIGINT/SIGTERM.
+const PROXY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `lbgw run` was asked to do.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub config: Vec<PathBuf>,
-    pub iface: String,
+    /// Interface of the XDP data plane; `None` runs the proxy alone (`--no-xdp`).
+    pub iface: Option<String>,
     pub lb_cidrs: Vec<String>,
     /// `CILIUM_LB_CIDR` as read from the environment.
     pub env_lb_cidr: Option<String>,
@@ -36,6 +46,8 @@ pub struct RunOptions {
     /// Pass traffic to unallocated pool addresses and unserved VIP ports to the kernel instead
     /// of dropping it in XDP.
     pub no_early_drop: bool,
+    /// Address the proxy binds its listener ports on; `None` for all addresses.
+    pub bind: Option<IpAddr>,
 }
 
 /// Why the daemon could not start or stopped.
@@ -53,28 +65,20 @@ pub enum DaemonError {
     Announce(#[from] AnnounceError),
     #[error("installing a signal handler")]
     Signal(#[source] std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 /// Runs the data plane until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let Some(iface_name) = opts.iface.as_deref() else {
+        return run_proxy_only(&opts).await;
+    };
     sys::check_privileges()?;
-    let iface = Interface::by_name(&opts.iface)?;
+    let iface = Interface::by_name(iface_name)?;
 
-    let config = config::load(&opts.config)?;
-    let pools = Pools::resolve(&opts.lb_cidrs, opts.env_lb_cidr.as_deref(), &config)?;
-    // A state file that cannot be read is an error, not an empty state: starting empty and
-    // saving over it would move every object to a new address.
-    let previous = State::load(&opts.state)?;
-    let plan = ipam::allocate(&pools, &config, &previous);
-    for err in plan.errors.iter().flat_map(|e| e.errors()) {
-        error!("{}", error_chain(err));
-    }
-    if let Err(err) = plan.state().save(&opts.state) {
-        warn!(
-            "{}; allocations will not be remembered across restarts",
-            error_chain(&err)
-        );
-    }
+    let (config, pools, plan) = allocate(&opts)?;
+    let proxy = start_proxy(&config, &plan, &opts)?;
     let vips: Vec<VipEntry> = plan
         .vips()
         .iter()
@@ -83,9 +87,6 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             announce: true,
         })
         .collect();
-    for vip in plan.vips() {
-        info!(ip = %vip.ip, owner = %vip.owner, pool = %vip.pool, "VIP allocated");
-    }
 
     let mut dataplane = Dataplane::load()?;
     dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
@@ -127,10 +128,79 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             _ = stats_tick.tick() => log_counters(&dataplane, &mut last_stats, false),
         }
     }
+    proxy.stop().await;
     log_counters(&dataplane, &mut last_stats, true);
     dataplane.detach_all();
     info!(iface = %iface.name, "XDP program detached");
     Ok(())
+}
+
+/// `lbgw run --no-xdp`: the proxy alone, until SIGINT or SIGTERM.
+async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
+    let (config, _pools, plan) = allocate(opts)?;
+    let proxy = start_proxy(&config, &plan, opts)?;
+    info!("lbgw ready (proxy only, no XDP)");
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    tokio::select! {
+        _ = sigint.recv() => info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+    }
+    proxy.stop().await;
+    Ok(())
+}
+
+/// Loads the configuration and allocates the VIPs, saving the allocation state.
+fn allocate(opts: &RunOptions) -> Result<(config::Config, Pools, Plan), DaemonError> {
+    let config = config::load(&opts.config)?;
+    let pools = Pools::resolve(&opts.lb_cidrs, opts.env_lb_cidr.as_deref(), &config)?;
+    // A state file that cannot be read is an error, not an empty state: starting empty and
+    // saving over it would move every object to a new address.
+    let previous = State::load(&opts.state)?;
+    let plan = ipam::allocate(&pools, &config, &previous);
+    for err in plan.errors.iter().flat_map(|e| e.errors()) {
+        error!("{}", error_chain(err));
+    }
+    if let Err(err) = plan.state().save(&opts.state) {
+        warn!(
+            "{}; allocations will not be remembered across restarts",
+            error_chain(&err)
+        );
+    }
+    for vip in plan.vips() {
+        info!(ip = %vip.ip, owner = %vip.owner, pool = %vip.pool, "VIP allocated");
+    }
+    Ok((config, pools, plan))
+}
+
+/// Builds the Gateway model and starts serving it; logs `proxy listening on <addr>` per
+/// bound port.
+fn start_proxy(
+    config: &config::Config,
+    plan: &Plan,
+    opts: &RunOptions,
+) -> Result<crate::proxy::RunningProxy, DaemonError> {
+    let (model, _status) = GatewayModel::build(config, plan);
+    let listeners = model.listeners().count();
+    if listeners == 0 {
+        info!("no Gateway listener to serve; the proxy is idle");
+    } else {
+        info!(
+            listeners,
+            ports = model.ports.len(),
+            "serving Gateway listeners (`lbgw check` reports their status)"
+        );
+    }
+    let model = Arc::new(arc_swap::ArcSwap::from_pointee(model));
+    let proxy = Proxy::bind(
+        model,
+        &ProxyOptions {
+            bind: opts.bind,
+            ephemeral_ports: false,
+            drain_timeout: PROXY_DRAIN_TIMEOUT,
+        },
+    )?;
+    Ok(proxy.spawn())
 }
 
 /// A ticker that skips its immediate first tick; a zero period never fires.

@@ -4,13 +4,18 @@
 //! - [`config`]: Kubernetes YAML (Gateway, Service, CiliumLoadBalancerIPPool, ...) → a model;
 //! - [`ipam`]: LoadBalancer IP allocation from the pools (LB-IPAM);
 //! - [`dataplane`]: the XDP program: loading, attaching, its maps and counters;
+//! - [`gateway`]: the Gateway API model the proxy serves (listeners, certificates, backends) and
+//!   its status;
 //! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace;
 //! - [`l4`]: L4 LoadBalancer Services: Maglev tables for the XDP forwarder;
+//! - [`proxy`]: the HTTP/HTTPS proxy serving Gateways and HTTPRoutes;
 //! - [`daemon`]: `lbgw run`, tying the above together.
 pub mod announce;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod gateway;
 pub mod ipam;
 pub mod l4;
+pub mod proxy;
 pub mod route;

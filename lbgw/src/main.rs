@@ -1,4 +1,4 @@
-//! The `lbgw` command: `check`, `run`, `maps`.
+//! The `lbgw` command: `check`, `route`, `run`, `maps`.
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
@@ -29,16 +29,27 @@ struct PoolArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration and print the VIP plan (object → IP, pool). Exit code 0 only
-    /// when the configuration is valid and every object got its address.
+    /// Validate the configuration and print the VIP plan (object → IP, pool) and the Gateway
+    /// API status (Gateway, listener and HTTPRoute conditions). Exit code 0 only when the
+    /// configuration is valid and every object got its address; status problems are warned
+    /// about and fail the command only with --strict.
     Check {
         /// Kubernetes YAML files or directories of them (repeatable).
         #[arg(long, short, required = true, value_name = "PATH")]
         config: Vec<PathBuf>,
         #[command(flatten)]
         pool: PoolArgs,
+        /// Also fail (exit code 1) when a Gateway, listener or HTTPRoute condition reports a
+        /// problem.
+        #[arg(long)]
+        strict: bool,
     },
-    /// Run the data plane on an interface.
+    /// Explain how a request would be routed: Gateway and listener, HTTPRoute rule and match,
+    /// filters, and backends with their endpoints, without serving it. Exit code 0 when a
+    /// route matches.
+    Route(Box<RouteArgs>),
+    /// Run the data plane: XDP on an interface and the Gateway API proxy beside it, or the
+    /// proxy alone with --no-xdp.
     Run(Box<lbgw_run::RunArgs>),
     /// Print the counters of the XDP programs currently loaded (per VIP and global).
     Maps,
@@ -53,9 +64,17 @@ mod lbgw_run {
         /// Kubernetes YAML files or directories of them (repeatable).
         #[arg(long, short, required = true, value_name = "PATH")]
         pub config: Vec<PathBuf>,
-        /// Interface to announce VIPs on and attach the XDP program to.
-        #[arg(long, value_name = "IFACE")]
-        pub iface: String,
+        /// Interface to announce VIPs on and attach the XDP program to (required unless
+        /// --no-xdp).
+        #[arg(long, value_name = "IFACE", required_unless_present = "no_xdp")]
+        pub iface: Option<String>,
+        /// Run only the Gateway API proxy: no XDP program, no VIP announcements.
+        #[arg(long, conflicts_with = "iface")]
+        pub no_xdp: bool,
+        /// Address the proxy binds each Gateway listener port on (default: all addresses,
+        /// IPv6 and IPv4).
+        #[arg(long, value_name = "ADDR")]
+        pub bind: Option<std::net::IpAddr>,
         #[command(flatten)]
         pub pool: PoolArgs,
         /// XDP attach mode: auto tries native (driver) mode and falls back to generic.
@@ -88,6 +107,7 @@ mod lbgw_run {
             announce_interval: std::time::Duration::from_secs(args.announce_interval),
             stats_interval: std::time::Duration::from_secs(args.stats_interval),
             no_early_drop: args.no_early_drop,
+            bind: args.bind,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -141,7 +161,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config, pool } => cmd_check(&config, &pool),
+        Command::Check {
+            config,
+            pool,
+            strict,
+        } => cmd_check(&config, &pool, strict),
+        Command::Route(args) => cmd_route(&args),
         Command::Run(args) => lbgw_run::run(*args),
         Command::Maps => lbgw_run::maps(),
     };
@@ -156,9 +181,10 @@ fn main() -> ExitCode {
 
 /// `lbgw check`: loads the configuration, resolves the pools (`--lb-cidr`, else
 /// `CILIUM_LB_CIDR`, else CiliumLoadBalancerIPPool objects), reads the IPAM state without ever
-/// writing it (a missing file is fine), allocates, and prints the VIP plan to stdout and every
-/// error to stderr. Exit code 0 only when there is no error at all.
-fn cmd_check(config: &[PathBuf], pool: &PoolArgs) -> Result<ExitCode> {
+/// writing it (a missing file is fine), allocates, and prints the VIP plan and the Gateway API
+/// status to stdout, every error to stderr and every status problem to stderr as a warning.
+/// Exit code 0 only when there is no error (and, with `strict`, no status problem).
+fn cmd_check(config: &[PathBuf], pool: &PoolArgs, strict: bool) -> Result<ExitCode> {
     use lbgw::{config::error_chain, ipam};
 
     fn report<E: std::error::Error>(errors: &[E]) -> ExitCode {
@@ -189,9 +215,116 @@ fn cmd_check(config: &[PathBuf], pool: &PoolArgs) -> Result<ExitCode> {
     };
     let plan = ipam::allocate(&pools, &config, &previous);
     print!("{}", plan.table());
-    if plan.is_ok() {
-        Ok(ExitCode::SUCCESS)
+    let (_, status) = lbgw::gateway::GatewayModel::build(&config, &plan);
+    print!("{status}");
+    let mut code = if plan.is_ok() {
+        ExitCode::SUCCESS
     } else {
-        Ok(report(&plan.errors))
+        report(&plan.errors)
+    };
+    let problems = status.problems();
+    for problem in &problems {
+        eprintln!("lbgw: warning: {problem}");
     }
+    if strict && !problems.is_empty() {
+        code = ExitCode::FAILURE;
+    }
+    Ok(code)
+}
+
+/// What `lbgw route` explains.
+#[derive(clap::Args)]
+struct RouteArgs {
+    /// Kubernetes YAML files or directories of them (repeatable).
+    #[arg(long, short, required = true, value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// The request URL, e.g. `https://ai.homelab.internal/ollama/api/tags`. Without a port,
+    /// the listener port is 80 for http and 443 for https; an IP address as host selects the
+    /// Gateway with that VIP.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The request method.
+    #[arg(
+        short = 'X',
+        long = "request",
+        value_name = "METHOD",
+        default_value = "GET"
+    )]
+    method: String,
+    /// A request header, `Name: value` (repeatable); `Host` overrides the URL host for routing.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Only consider this Gateway (`NAMESPACE/NAME`, or `NAME` in namespace default).
+    #[arg(long, value_name = "NS/NAME")]
+    gateway: Option<String>,
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+/// `lbgw route`: builds the model as `lbgw run` would (VIPs best effort: an IPAM problem only
+/// leaves Gateways without addresses) and prints what would happen to the request.
+fn cmd_route(args: &RouteArgs) -> Result<ExitCode> {
+    use anyhow::Context as _;
+    use lbgw::{config::error_chain, gateway, ipam};
+
+    let config = match lbgw::config::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            for e in err.errors() {
+                eprintln!("lbgw: {}", error_chain(e));
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let env = std::env::var("CILIUM_LB_CIDR").ok();
+    let pools =
+        ipam::Pools::resolve(&args.pool.lb_cidr, env.as_deref(), &config).unwrap_or_else(|err| {
+            eprintln!("lbgw: warning: no VIPs: {}", error_chain(&err));
+            ipam::Pools {
+                source: ipam::PoolSource::Objects,
+                pools: Vec::new(),
+            }
+        });
+    let previous = ipam::State::load(&args.pool.state).unwrap_or_else(|err| {
+        eprintln!("lbgw: warning: IPAM state ignored: {}", error_chain(&err));
+        ipam::State::new(Vec::new())
+    });
+    let plan = ipam::allocate(&pools, &config, &previous);
+    let (model, status) = gateway::GatewayModel::build(&config, &plan);
+
+    let url: http::Uri = args
+        .url
+        .parse()
+        .with_context(|| format!("invalid URL {:?}", args.url))?;
+    let method = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .with_context(|| format!("invalid method {:?}", args.method))?;
+    let mut headers = http::HeaderMap::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("header {header:?} is not `Name: value`"))?;
+        headers.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("invalid header name {name:?}"))?,
+            http::HeaderValue::from_str(value.trim())
+                .with_context(|| format!("invalid value for header {name:?}"))?,
+        );
+    }
+    let gateway_id = args.gateway.as_deref().map(|g| {
+        let (namespace, name) = g
+            .split_once('/')
+            .unwrap_or((lbgw::config::DEFAULT_NAMESPACE, g));
+        gateway::GatewayId {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    });
+    let request = gateway::explain::Request::new(&url, &method, &headers, gateway_id.as_ref())?;
+    let explanation = gateway::explain::explain(&model, &status, &config, &request);
+    print!("{explanation}");
+    Ok(if explanation.matched {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

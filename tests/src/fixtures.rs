@@ -83,9 +83,11 @@ pub fn dataplane() -> Dataplane {
 /// Runs one frame; returns the verdict and the frame as the program left it.
 pub fn run(dp: &mut Dataplane, input: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; input.len() + 256];
-    let mut opts = TestRunOptions::default();
-    opts.data_in = Some(input);
-    opts.data_out = Some(&mut out);
+    let opts = TestRunOptions {
+        data_in: Some(input),
+        data_out: Some(&mut out),
+        ..Default::default()
+    };
     let result = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)

@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod netns;
 pub mod packets;
+pub mod proxy;
 
 /// Privileged tests (BPF_PROG_TEST_RUN, namespaces) need root. They fail loudly rather than
 /// skip, so a run that silently tested nothing cannot pass: run them with `cargo xtask test`.

@@ -12,6 +12,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("setpriv", "util-linux"),
     ("curl", "curl"),
+    // The proxy tests' HTTP/2 load generator.
+    ("h2load", "nghttp2-client"),
 ];
 
 pub fn all() -> Result<()> {

@@ -121,7 +121,9 @@ fn is_prime(n: u32) -> bool {
         return false;
     }
     let n = n as u64;
-    (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    (2..)
+        .take_while(|d| d * d <= n)
+        .all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use gateway_api::apis::standard::gateways::{
-    GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
     GatewayListenersAllowedRoutesNamespacesSelector,
 };
-use gateway_api::apis::standard::httproutes::HttpRouteParentRefs;
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteParentRefs};
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::filters::Scheme;
+use super::hostname::Hostname;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -94,6 +95,86 @@ pub(crate) fn selects(
             .as_deref()
             .is_none_or(|s| s.is_empty() || s == listener.name)
         && parent.port.is_none_or(|p| p == listener.port)
+}
+
+/// Whether a parentRef of an HTTPRoute attaches it to a Gateway, and if not why: the
+/// `Accepted` condition of the route's RouteParentStatus for that parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Attached to these listeners (by name, in Gateway order).
+    Attached(Vec<String>),
+    /// RouteReasonNoMatchingParent: "In the case of Gateways, this can occur when a Route
+    /// ParentRef specifies a Port and/or SectionName that does not match any Listeners in the
+    /// Gateway" (also: the parentRef names another object than this Gateway).
+    NoMatchingParent,
+    /// RouteReasonNotAllowedByListeners: "the Gateway has no Listener whose allowedRoutes
+    /// criteria permit the route" (kind, namespace, or a listener protocol without HTTPRoutes).
+    NotAllowedByListeners,
+    /// RouteReasonNoMatchingListenerHostname: "the Gateway has no compatible Listeners whose
+    /// Hostname matches the route".
+    NoMatchingListenerHostname,
+}
+
+/// How `parent` (a parentRef of `route`) attaches to `gateway`.
+///
+/// ListenerStatus.attachedRoutes: "Successful attachment of a Route to a Listener is based
+/// solely on the combination of the AllowedRoutes field on the corresponding Listener and the
+/// Route's ParentRefs field" and "Listener or Route status does not impact successful
+/// attachment": a listener that is not programmed (e.g. its certificate is missing) still
+/// counts, while a listener protocol that carries no HTTPRoutes (TLS, TCP, UDP) does not
+/// admit one. Hostnames must intersect as in [`RouteTable::build`](super::RouteTable::build).
+pub fn attachment(
+    gateway: &Gateway,
+    route: &HttpRoute,
+    parent: &HttpRouteParentRefs,
+    namespaces: &[Namespace],
+) -> Attachment {
+    let gw_ns = gateway.metadata.namespace.as_deref().unwrap_or("default");
+    let gw_name = gateway.metadata.name.as_deref().unwrap_or_default();
+    let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
+    let selected: Vec<&GatewayListeners> = gateway
+        .spec
+        .listeners
+        .iter()
+        .filter(|l| selects(parent, route_ns, gw_ns, gw_name, l))
+        .collect();
+    if selected.is_empty() {
+        return Attachment::NoMatchingParent;
+    }
+    let allowed: Vec<&GatewayListeners> = selected
+        .into_iter()
+        .filter(|l| {
+            http_scheme(l).is_some()
+                && allows_kind(l)
+                && allows_namespace(l, gw_ns, route_ns, namespaces)
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Attachment::NotAllowedByListeners;
+    }
+    let hostnames: Vec<Hostname> = route
+        .spec
+        .hostnames
+        .iter()
+        .flatten()
+        .map(|h| Hostname::parse(h))
+        .collect();
+    let attached: Vec<String> = allowed
+        .into_iter()
+        .filter(|l| {
+            let listener = l.hostname.as_deref().map_or(Hostname::Any, Hostname::parse);
+            hostnames.is_empty()
+                || hostnames
+                    .iter()
+                    .any(|r| Hostname::intersect(&listener, r).is_some())
+        })
+        .map(|l| l.name.clone())
+        .collect();
+    if attached.is_empty() {
+        Attachment::NoMatchingListenerHostname
+    } else {
+        Attachment::Attached(attached)
+    }
 }
 
 /// The labels of namespace `name`, plus `kubernetes.io/metadata.name`.

@@ -24,6 +24,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use self::attach::{Attachment, attachment};
 pub use self::error::{BuildError, RouteId};
 pub use self::filters::{
     Filter, HeaderModifier, PathModifier, RedirectRequest, RequestMirror, RequestRedirect, Scheme,

@@ -16,9 +16,11 @@ const REPEAT: u32 = 1_000_000;
 
 /// One BPF_PROG_TEST_RUN call with repeat=1; the kernel's duration of that single run.
 fn once(program: &mut Xdp, frame: &[u8], out: &mut [u8], expect: u32) -> f64 {
-    let mut opts = TestRunOptions::default();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(out);
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ..Default::default()
+    };
     let r = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
     assert_eq!(r.return_value, expect, "unexpected verdict");
     r.duration.as_nanos() as f64
@@ -47,10 +49,12 @@ fn median(v: &mut [f64]) -> f64 {
 /// The kernel's mean duration of one repetition over `REPEAT` repetitions.
 fn repeated(program: &mut Xdp, frame: &[u8], expect: u32) -> f64 {
     let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::default();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.repeat = REPEAT;
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat: REPEAT,
+        ..Default::default()
+    };
     let r = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
     assert_eq!(r.return_value, expect);
     r.duration.as_nanos() as f64

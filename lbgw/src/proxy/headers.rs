@@ -1,0 +1,205 @@
+//! Header hygiene of a forwarding proxy: hop-by-hop fields, `X-Forwarded-*` and `Via`.
+
+use std::net::IpAddr;
+
+use http::Version;
+use http::header::{
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE, VIA,
+};
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The pseudonym lbgw uses in `Via` (RFC 9110 §7.6.3 allows a pseudonym for the host).
+const VIA_PSEUDONYM: &str = "lbgw";
+
+/// Whether a request asks to switch to WebSocket (RFC 6455 §4.1: `Upgrade: websocket` and
+/// `Connection: Upgrade`, on HTTP/1.1).
+pub fn is_websocket_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && connection_has(headers, "upgrade")
+        && headers
+            .get_all(UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes the hop-by-hop fields a proxy must not forward.
+///
+/// RFC 9110 §7.6.1: "a proxy or gateway MUST parse a received Connection header field before
+/// a message is forwarded and, for each connection-option in this field, remove any header or
+/// trailer field(s) from the message with the same name as the connection-option, and then
+/// remove the Connection header field itself", and it "SHOULD" also remove Proxy-Connection,
+/// Keep-Alive, TE, Transfer-Encoding and Upgrade. `TE: trailers` is kept: it says the
+/// client accepts trailers end to end, which gRPC over HTTP/2 requires (RFC 9113 §8.2.2
+/// allows exactly that value). With `upgrading`, `Connection: upgrade` and `Upgrade` are kept
+/// so that the next hop sees the WebSocket handshake (RFC 9110 §7.8).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in &listed {
+        if !(upgrading && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    let trailers = headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    headers.remove(TE);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrading {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+}
+
+/// What the forwarding headers say about the client's request.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded<'a> {
+    /// The client's address.
+    pub client: IpAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The host the client asked for (Host or `:authority`), if any.
+    pub host: Option<&'a str>,
+    /// The HTTP version the client used, for `Via`.
+    pub version: Version,
+}
+
+/// Adds `X-Forwarded-For` (appending the client to any list the client sent, as the de-facto
+/// standard does), sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends `Via`.
+pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    let client = match f.client {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
+        _ => client,
+    };
+    // Joined into one line: a list split over several lines is read differently by
+    // different backends.
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    match f.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    append_via(headers, f.version);
+}
+
+/// Appends lbgw to `Via`. RFC 9110 §7.6.3: "A proxy MUST send an appropriate Via header field
+/// ... in each message that it forwards", with the received protocol version, so a request
+/// that came over HTTP/2 says `2 lbgw` and one over HTTP/1.1 `1.1 lbgw`.
+pub fn append_via(headers: &mut HeaderMap, received: Version) {
+    let version = match received {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("{version} {VIA_PSEUDONYM}")) {
+        headers.append(VIA, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_lists_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip, trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["te", "x-kept"]);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_connection_upgrade() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(is_websocket_upgrade(Version::HTTP_11, &h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!is_websocket_upgrade(Version::HTTP_2, &h));
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("via", "1.0 fred")]);
+        add_forwarded(
+            &mut h,
+            &Forwarded {
+                client: "::ffff:127.0.0.1".parse().unwrap(),
+                proto: "https",
+                host: Some("example.com"),
+                version: Version::HTTP_2,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        let via: Vec<_> = h.get_all("via").iter().collect();
+        assert_eq!(via, ["1.0 fred", "2 lbgw"]);
+    }
+}

@@ -1,0 +1,419 @@
+//! One request's journey: listener check, route, filters, backend, upstream, response.
+//!
+//! - GEP-3567: on HTTPS, a request for a host that another listener (another certificate)
+//!   serves is answered 421 Misdirected Request, since HTTP/2 connection coalescing can send
+//!   it on a connection made for another name.
+//! - Routing: [`RouteTable::find`](crate::route::RouteTable::find); no match is 404.
+//! - Filters: the rule's, then the chosen backendRef's ([`super::filters`]).
+//! - Backend: weighted pick, resolved to endpoints: invalid → 500, no ready endpoint → 503.
+//! - Upstream: connect failure → 502; GEP-1742 timeouts → 504. Neither `timeouts.request` nor
+//!   `timeouts.backendRequest` has a default: without them a request waits as long as the
+//!   backend takes. Both bound the wait for the response head, not the body, so a long
+//!   stream (SSE) that has started is never cut.
+//! - Bodies stream both ways. A small request body of known length is buffered only when a
+//!   retry or a mirror needs to send it again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::uri::{Authority, PathAndQuery};
+use http::{Extensions, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+
+use super::body::{self, ProxyBody};
+use super::error::{ProxyError, Side};
+use super::filters::{Applied, FilterRequest};
+use super::headers::{self, Forwarded};
+use super::mirror::{self, MirrorRequest};
+use super::retry::{self, RetryPolicy};
+use super::upgrade;
+use super::upstream::pick_endpoint;
+use super::{Conn, Shared, tls};
+use crate::gateway::{ListenerProtocol, Resolution, ResolvedBackend};
+use crate::route::hostname::normalize_host;
+use crate::route::{GatewayRef, ListenerRef, Match, RedirectRequest, RequestParts, Timeout};
+
+/// Largest request body buffered so that a retry or a mirror can send it again.
+const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// Serves one request; errors become small text responses.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match proxy(&shared, &conn, req).await {
+        Ok(response) => {
+            tracing::trace!(%method, %path, status = %response.status(), "request");
+            response
+        }
+        Err(err) => {
+            let chain = crate::config::error_chain(&err);
+            match err.side() {
+                Side::Downstream => tracing::debug!(peer = %conn.peer, %method, %path, "{chain}"),
+                Side::Upstream | Side::Internal => {
+                    tracing::warn!(peer = %conn.peer, %method, %path, "{chain}")
+                }
+            }
+            err.response()
+        }
+    }
+}
+
+/// The request body, as far as lbgw holds it.
+enum RequestBody {
+    /// No body at all.
+    Empty,
+    /// The whole body, read before forwarding; can be sent again.
+    Buffered(Bytes),
+    /// Streams through; can be sent once.
+    Streaming(Option<Incoming>),
+}
+
+async fn proxy(
+    shared: &Shared,
+    conn: &Conn,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let upgrading = headers::is_websocket_upgrade(req.version(), req.headers());
+    let downstream_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    let host = authority(&parts);
+    check_misdirected(conn, &host)?;
+
+    // Route, then filters: the rule's, then those of the backendRef picked by weight.
+    let m = route(conn, &parts).ok_or_else(|| ProxyError::NoRoute {
+        host: host.clone(),
+        path: parts.uri.path().to_owned(),
+    })?;
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let mut applied = Applied::default();
+    let mut filter_req = FilterRequest {
+        method: &parts.method,
+        headers: &mut parts.headers,
+        redirect: RedirectRequest {
+            scheme: m.listener.scheme,
+            host: &host,
+            listener_port: m.listener.port,
+            path: &path,
+            query: query.as_deref(),
+            matched_prefix: m.matched_prefix(),
+        },
+    };
+    if let Some(response) = applied.apply(&m.rule.filters, &mut filter_req)? {
+        return Ok(response);
+    }
+    let backend = m
+        .rule
+        .pick_backend(fastrand::u32(..))
+        .ok_or(ProxyError::NoBackend)?;
+    if let Some(response) = applied.apply(&backend.filters, &mut filter_req)? {
+        return Ok(response);
+    }
+    let resolved = resolve(conn, &m, &backend.backend)?;
+
+    // The upstream request.
+    let target = applied.path_and_query(&path, query.as_deref(), m.matched_prefix());
+    let upstream_host: Option<Authority> = applied.rewrite_host.unwrap_or(&host).parse().ok();
+    // Only CORS looks at the request (its Origin) once the response is back.
+    let request_headers = match applied.cors {
+        Some(_) => parts.headers.clone(),
+        None => http::HeaderMap::new(),
+    };
+    let head = upstream_head(conn, parts, &host, &target, upgrading)?;
+    let retry = retry_policy(&m);
+    let mut body = request_body(
+        incoming,
+        &head,
+        retry.is_some() || !applied.mirrors.is_empty(),
+    )
+    .await?;
+    for mirror_filter in &applied.mirrors {
+        if mirror_filter.should_mirror(fastrand::u32(..)) {
+            send_mirror(
+                shared,
+                conn,
+                &m,
+                mirror_filter,
+                &head,
+                &body,
+                &upstream_host,
+            );
+        }
+    }
+    // A streamed body is gone after the first attempt.
+    let retry = match body {
+        RequestBody::Streaming(_) => None,
+        _ => retry,
+    };
+    let backend_timeout = m.rule.timeouts.backend_request;
+    let (head_ref, body_ref) = (&head, &mut body);
+    let resolved_ref: &ResolvedBackend = &resolved;
+    let host_ref = upstream_host.as_ref();
+    let attempts = retry::run(retry, move |_| {
+        let request = build_request(head_ref, body_ref);
+        let endpoint = pick_endpoint(&resolved_ref.endpoints);
+        async move {
+            let endpoint = endpoint.ok_or(ProxyError::NoReadyEndpoints)?;
+            let send = shared
+                .upstreams
+                .send(endpoint, resolved_ref.protocol, host_ref, request);
+            with_timeout(backend_timeout, send, |after| ProxyError::BackendTimeout {
+                endpoint,
+                after,
+            })
+            .await
+        }
+    });
+    let mut response = with_timeout(
+        m.rule.timeouts.request,
+        attempts,
+        ProxyError::RequestTimeout,
+    )
+    .await?;
+
+    // The response.
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(downstream)) = (switching, downstream_upgrade) {
+        upgrade::tunnel(downstream, hyper::upgrade::on(&mut response));
+    }
+    let upstream_version = response.version();
+    let mut response = response.map(body::incoming);
+    headers::remove_hop_by_hop(response.headers_mut(), switching && upgrading);
+    headers::append_via(response.headers_mut(), upstream_version);
+    // hyper answers with the version the client spoke.
+    *response.version_mut() = Version::default();
+    Ok(applied.finish(response, &request_headers))
+}
+
+/// The authority as the client sent it (port included): `:authority` or an absolute-form
+/// target, else the Host header. Forwarded as Host and in X-Forwarded-Host.
+fn authority(parts: &http::request::Parts) -> String {
+    match parts.uri.authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// The backendRef's endpoints: invalid → 500, no ready endpoint → 503 (HTTPRouteRule
+/// backendRefs).
+fn resolve(
+    conn: &Conn,
+    m: &Match<'_>,
+    backend: &crate::route::BackendRef,
+) -> Result<Arc<ResolvedBackend>, ProxyError> {
+    match conn.model.backends.resolve(&m.route.namespace, backend) {
+        Resolution::Ready(resolved) => Ok(resolved),
+        Resolution::NoReadyEndpoints => Err(ProxyError::NoReadyEndpoints),
+        Resolution::Invalid { reason, message } => {
+            Err(ProxyError::InvalidBackend { reason, message })
+        }
+    }
+}
+
+/// The head of the upstream request: the filtered headers without hop-by-hop fields and
+/// Host (set per protocol by `upstream`), with the forwarding headers, and `target` as path.
+fn upstream_head(
+    conn: &Conn,
+    mut parts: http::request::Parts,
+    host: &str,
+    target: &str,
+    upgrading: bool,
+) -> Result<Request<()>, ProxyError> {
+    let target: PathAndQuery = target
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))?;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrading);
+    parts.headers.remove(HOST);
+    headers::add_forwarded(
+        &mut parts.headers,
+        &Forwarded {
+            client: conn.peer.ip(),
+            proto: if conn.tls.is_some() { "https" } else { "http" },
+            host: (!host.is_empty()).then_some(host),
+            version: parts.version,
+        },
+    );
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method;
+    *head.uri_mut() = target.into();
+    *head.headers_mut() = parts.headers;
+    Ok(head)
+}
+
+/// Takes the request body: empty, buffered whole when `replay` needs it and it is small with
+/// a known length, else streaming.
+async fn request_body(
+    incoming: Incoming,
+    head: &Request<()>,
+    replay: bool,
+) -> Result<RequestBody, ProxyError> {
+    if incoming.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    let length = content_length(head.headers());
+    if replay && length.is_some_and(|n| n <= MAX_REPLAY_BODY) {
+        let bytes = incoming
+            .collect()
+            .await
+            .map_err(ProxyError::ClientBody)?
+            .to_bytes();
+        return Ok(RequestBody::Buffered(bytes));
+    }
+    Ok(RequestBody::Streaming(Some(incoming)))
+}
+
+/// GEP-3567: the listener that would serve `host` on this connection's port must be the one
+/// TLS chose; otherwise the client reused a connection made for another certificate.
+fn check_misdirected(conn: &Conn, host: &str) -> Result<(), ProxyError> {
+    let Some(chosen) = conn.tls else {
+        return Ok(());
+    };
+    let port = conn.port();
+    let host = normalize_host(host);
+    let serving = conn.listeners.iter().map(|&i| (i, &port.listeners[i]));
+    if tls::select_listener(serving, Some(&host)) == Some(chosen) {
+        return Ok(());
+    }
+    Err(ProxyError::Misdirected {
+        host: host.into_owned(),
+        listener: port.listeners[chosen].name.clone(),
+    })
+}
+
+/// The best rule for the request. Over TLS the listener is the one SNI chose; in cleartext
+/// each Gateway serving the connection is asked by port, in order, the first match winning.
+fn route<'m>(conn: &'m Conn, parts: &http::request::Parts) -> Option<Match<'m>> {
+    let port = conn.port();
+    let find = |index: usize, by_name: bool| {
+        let l = &port.listeners[index];
+        let gateway = GatewayRef {
+            namespace: &l.gateway.namespace,
+            name: &l.gateway.name,
+        };
+        let listener = if by_name {
+            ListenerRef::Name(&l.name)
+        } else {
+            ListenerRef::Port(l.port)
+        };
+        conn.model
+            .routes
+            .find(&RequestParts::from_http(gateway, listener, parts))
+    };
+    if let Some(chosen) = conn.tls {
+        return find(chosen, true);
+    }
+    let mut asked = Vec::new();
+    for &i in &conn.listeners {
+        let l = &port.listeners[i];
+        if l.protocol != ListenerProtocol::Http || asked.contains(&&l.gateway) {
+            continue;
+        }
+        asked.push(&l.gateway);
+        if let Some(m) = find(i, false) {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// GEP-1731 retry stanza of the rule. HTTPRouteRule.retry is an experimental-channel field
+/// that the standard-channel types lbgw loads do not carry, so no rule has one yet; the
+/// retry loop ([`retry::run`]) is ready for when [`crate::route::Rule`] gains it.
+fn retry_policy(_m: &Match<'_>) -> Option<&'static RetryPolicy> {
+    None
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The upstream request for one attempt. A streamed body goes with the first attempt only
+/// (there is no retry then).
+fn build_request(head: &Request<()>, body: &mut RequestBody) -> Request<ProxyBody> {
+    let body = match body {
+        RequestBody::Empty => body::empty(),
+        RequestBody::Buffered(bytes) => body::full(bytes.clone()),
+        RequestBody::Streaming(incoming) => {
+            incoming.take().map_or_else(body::empty, body::incoming)
+        }
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method().clone();
+    *request.uri_mut() = head.uri().clone();
+    *request.headers_mut() = head.headers().clone();
+    // Nothing of the client connection (hyper's upgrade handle among others) travels on.
+    *request.extensions_mut() = Extensions::new();
+    request
+}
+
+fn send_mirror(
+    shared: &Shared,
+    conn: &Conn,
+    m: &Match<'_>,
+    filter: &crate::route::RequestMirror,
+    head: &Request<()>,
+    body: &RequestBody,
+    host: &Option<Authority>,
+) {
+    let body = match body {
+        RequestBody::Empty => None,
+        RequestBody::Buffered(bytes) => Some(bytes.clone()),
+        RequestBody::Streaming(_) => {
+            tracing::debug!("request body streams; not mirrored");
+            return;
+        }
+    };
+    let resolved = match conn
+        .model
+        .backends
+        .resolve(&m.route.namespace, &filter.backend)
+    {
+        Resolution::Ready(resolved) => resolved,
+        other => {
+            tracing::debug!(backend = ?filter.backend, "mirror backend unusable: {other:?}");
+            return;
+        }
+    };
+    let Some(endpoint) = pick_endpoint(&resolved.endpoints) else {
+        return;
+    };
+    let mut request = Request::new(());
+    *request.method_mut() = head.method().clone();
+    *request.uri_mut() = head.uri().clone();
+    *request.headers_mut() = head.headers().clone();
+    mirror::spawn(
+        Arc::clone(&shared.upstreams),
+        MirrorRequest {
+            request,
+            body,
+            host: host.clone(),
+            endpoint,
+            protocol: resolved.protocol,
+        },
+    );
+}
+
+async fn with_timeout<T>(
+    timeout: Timeout,
+    fut: impl Future<Output = Result<T, ProxyError>>,
+    elapsed: impl FnOnce(Duration) -> ProxyError,
+) -> Result<T, ProxyError> {
+    match timeout {
+        Timeout::After(after) => tokio::time::timeout(after, fut)
+            .await
+            .map_err(|_| elapsed(after))?,
+        Timeout::Unset | Timeout::Disabled => fut.await,
+    }
+}
