@@ -1,5 +1,5 @@
 //! The proxy over cleartext HTTP, in-process on loopback: routing, header hygiene, filters,
-//! weighted backends, error statuses and timeouts.
+//! weighted backends, error statuses, timeouts and retries.
 
 use std::time::Duration;
 
@@ -406,5 +406,59 @@ async fn h2c_backend_gets_the_host_as_authority() {
     assert_eq!(seen[0].version, http::Version::HTTP_2);
     assert_eq!(seen[0].uri, "http://svc.example.com/x?y=z");
     assert!(!seen[0].headers.contains_key("host"));
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_listed_codes_per_rule() {
+    /// A backend that answers 503 to the first two requests of each path, then 200.
+    async fn flaky() -> Backend {
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            u32,
+        >::new()));
+        Backend::start(move |seen| {
+            let counts = counts.clone();
+            async move {
+                let n = {
+                    let mut counts = counts.lock().unwrap();
+                    let n = counts.entry(seen.uri.path().to_owned()).or_default();
+                    *n += 1;
+                    *n
+                };
+                let mut r = Response::new(full("flaky"));
+                if n <= 2 {
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r
+            }
+        })
+        .await
+    }
+    let flaky = flaky().await;
+    let yaml = docs(&[
+        &gateway("gw", &[GW]),
+        &service("flaky", &[flaky.addr], None),
+        &route(
+            "r",
+            &[],
+            "  - matches: [{path: {type: PathPrefix, value: /retry}}]\n    \
+               retry: {codes: [503], attempts: 3, backoff: 10ms}\n    \
+               backendRefs: [{name: flaky, port: 80}]\n  \
+             - matches: [{path: {type: PathPrefix, value: /once}}]\n    \
+               backendRefs: [{name: flaky, port: 80}]\n",
+        ),
+    ]);
+    let proxy = TestProxy::start(&yaml);
+    let addr = proxy.addr(8080);
+    let got = get(addr, "example.com", "/retry").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, "flaky");
+    let count = |path: &str| flaky.seen().iter().filter(|s| s.uri.path() == path).count();
+    assert_eq!(count("/retry"), 3);
+    // Without a retry stanza the backend's 503 is the answer.
+    let got = get(addr, "example.com", "/once").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(count("/once"), 1);
     proxy.stop().await;
 }

@@ -8,6 +8,8 @@ use std::{
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_yaml_ng::Value;
 
+use crate::route::{HttpRouteRetry, RetryError, RetryPolicy};
+
 use super::{Config, ConfigError, DEFAULT_NAMESPACE, ObjectRef, Source, Sourced};
 
 /// Loads the objects of `paths`: YAML files (multi-document), or directories whose `*.yaml`,
@@ -394,6 +396,9 @@ impl Loader {
                 }
             }
             Kind::HttpRoute => {
+                for (rule, policy) in retries(errors, &at, &id, &value) {
+                    config.http_route_retries.insert((id.clone(), rule), policy);
+                }
                 if let Some(mut o) =
                     typed::<gateway_api::httproutes::HttpRoute>(errors, &at, &id, value)
                 {
@@ -504,6 +509,66 @@ fn group_prefix(group: &str) -> String {
     } else {
         format!("{group}/")
     }
+}
+
+/// The `spec.rules[i].retry` stanzas of the HTTPRoute `value`, compiled. The field is
+/// experimental-channel only, so the standard-channel type drops it: it is read from the raw
+/// document. An invalid stanza is recorded as an error with the path of its field.
+fn retries(
+    errors: &mut Vec<ConfigError>,
+    at: &Source,
+    id: &ObjectRef,
+    value: &Value,
+) -> Vec<(usize, RetryPolicy)> {
+    let Some(rules) = value
+        .get("spec")
+        .and_then(|spec| spec.get("rules"))
+        .and_then(Value::as_sequence)
+    else {
+        return Vec::new();
+    };
+    let mut invalid = |field: String, source: serde_yaml_ng::Error| {
+        errors.push(ConfigError::Invalid {
+            path: at.file.clone(),
+            object: Box::new(id.clone()),
+            field,
+            source,
+        });
+    };
+    let mut policies = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let Some(stanza) = rule.get("retry").filter(|r| !r.is_null()) else {
+            continue;
+        };
+        let field = format!("spec.rules[{i}].retry");
+        let api = match serde_path_to_error::deserialize::<_, HttpRouteRetry>(stanza.clone()) {
+            Ok(api) => api,
+            Err(err) => {
+                let inner = err.path().to_string();
+                let field = match inner.as_str() {
+                    "." => field,
+                    inner => format!("{field}.{inner}"),
+                };
+                invalid(field, err.into_inner());
+                continue;
+            }
+        };
+        match RetryPolicy::from_api(&api) {
+            Ok(policy) => policies.push((i, policy)),
+            Err(err) => {
+                let name = match err {
+                    RetryError::Code(_) => "codes",
+                    RetryError::Attempts(_) => "attempts",
+                    RetryError::Backoff { .. } => "backoff",
+                };
+                invalid(
+                    format!("{field}.{name}"),
+                    serde::de::Error::custom(err.to_string()),
+                );
+            }
+        }
+    }
+    policies
 }
 
 /// Deserializes `value` as `T`, recording an error with the path of the offending field.

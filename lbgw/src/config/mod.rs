@@ -27,7 +27,7 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-use std::{fmt, path::PathBuf};
+use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use gateway_api::{
     gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
@@ -40,6 +40,8 @@ use k8s_openapi::api::{
 use serde::{Deserialize, Serialize};
 
 pub use load::load;
+
+use crate::route::RetryPolicy;
 pub use pool::{
     AllowFirstLastIps, CiliumLoadBalancerIPPool, CiliumLoadBalancerIPPoolSpec, IpPoolBlock,
 };
@@ -123,6 +125,11 @@ pub struct Sourced<T> {
     pub object: T,
 }
 
+/// GEP-1731 `spec.rules[i].retry` stanzas of HTTPRoutes, validated, keyed by the route and
+/// the rule's index in `spec.rules`. The field is experimental-channel only, so the
+/// standard-channel [`HttpRoute`] type drops it and the loader keeps it here.
+pub type HttpRouteRetries = BTreeMap<(ObjectRef, usize), RetryPolicy>;
+
 /// The objects lbgw understands, each list sorted by [`ObjectRef`].
 #[derive(Clone, Default, PartialEq)]
 pub struct Config {
@@ -132,6 +139,8 @@ pub struct Config {
     pub gateway_classes: Vec<Sourced<GatewayClass>>,
     /// `gateway.networking.k8s.io` HTTPRoutes.
     pub http_routes: Vec<Sourced<HttpRoute>>,
+    /// The `retry` stanzas of [`Config::http_routes`]' rules.
+    pub http_route_retries: HttpRouteRetries,
     /// `gateway.networking.k8s.io` ReferenceGrants.
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
     /// `v1` Services.
@@ -154,6 +163,14 @@ impl fmt::Debug for Config {
             .field("gateways", &ids(&self.gateways))
             .field("gateway_classes", &ids(&self.gateway_classes))
             .field("http_routes", &ids(&self.http_routes))
+            .field(
+                "http_route_retries",
+                &self
+                    .http_route_retries
+                    .keys()
+                    .map(|(id, rule)| format!("{id} rule {rule}"))
+                    .collect::<Vec<_>>(),
+            )
             .field("reference_grants", &ids(&self.reference_grants))
             .field("services", &ids(&self.services))
             .field("endpoint_slices", &ids(&self.endpoint_slices))

@@ -200,7 +200,8 @@ impl GatewayModel {
             .collect();
         // The table only sees programmed listeners, so the proxy can never route through a
         // listener it does not serve.
-        let (table, errors) = RouteTable::build(&served, &http_routes, &[]);
+        let (table, errors) =
+            RouteTable::build(&served, &http_routes, &[], &config.http_route_retries);
         let backends = BackendTable::build(config, &grants);
         let routes = routes::statuses(config, &backends, &errors);
         routes::count_attached(&mut gateways, &routes);

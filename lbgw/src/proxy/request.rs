@@ -328,11 +328,10 @@ fn route<'m>(conn: &'m Conn, parts: &http::request::Parts) -> Option<Match<'m>> 
     None
 }
 
-/// GEP-1731 retry stanza of the rule. HTTPRouteRule.retry is an experimental-channel field
-/// that the standard-channel types lbgw loads do not carry, so no rule has one yet; the
-/// retry loop ([`retry::run`]) is ready for when [`crate::route::Rule`] gains it.
-fn retry_policy(_m: &Match<'_>) -> Option<&'static RetryPolicy> {
-    None
+/// GEP-1731 retry stanza of the rule (HTTPRouteRule.retry, kept by the config loader
+/// although the standard-channel types drop it), run by [`retry::run`].
+fn retry_policy<'a>(m: &Match<'a>) -> Option<&'a RetryPolicy> {
+    m.rule.retry.as_ref()
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

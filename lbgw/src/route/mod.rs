@@ -19,6 +19,7 @@ mod error;
 pub mod filters;
 pub mod hostname;
 mod matches;
+pub mod retry;
 mod rule;
 mod table;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use self::filters::{
 };
 pub use self::hostname::Hostname;
 pub use self::matches::PathMatch;
+pub use self::retry::{HttpRouteRetry, RetryError, RetryPolicy};
 pub use self::rule::{Backend, BackendRef, Rule, Timeout, Timeouts, pick_weighted};
 pub use self::table::{Listener, Match, RouteTable};
 

@@ -7,6 +7,8 @@ use gateway_api::apis::standard::httproutes::{
     HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesTimeouts,
 };
 
+use super::retry::RetryPolicy;
+
 use super::error::{BuildError, RouteId};
 use super::filters::{self, Filter, FilterCtx, PathModifier};
 use super::matches::{PathMatch, RequestMatch};
@@ -26,6 +28,9 @@ pub struct Rule {
     pub backends: Vec<Backend>,
     /// GEP-1742 timeouts.
     pub timeouts: Timeouts,
+    /// GEP-1731 retries (`retry`, experimental channel; see
+    /// [`Config::http_route_retries`](crate::config::Config::http_route_retries)).
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Rule {
@@ -240,6 +245,7 @@ pub(crate) fn compile(
             filters,
             backends,
             timeouts: timeouts(r.timeouts.as_ref(), route, index)?,
+            retry: None,
         },
     })
 }

@@ -6,6 +6,8 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::config::{HttpRouteRetries, ObjectRef};
+
 use super::attach;
 use super::error::{BuildError, RouteId};
 use super::filters::{RedirectRequest, Scheme};
@@ -119,7 +121,8 @@ pub struct RouteTable {
 impl RouteTable {
     /// Compiles `routes` against the listeners of `gateways`. `namespaces` provides labels for
     /// `allowedRoutes.namespaces.from: Selector`; every namespace also has the label
-    /// `kubernetes.io/metadata.name`, as in Kubernetes.
+    /// `kubernetes.io/metadata.name`, as in Kubernetes. `retries` gives rules their GEP-1731
+    /// retry policy (see [`Config::http_route_retries`](crate::config::Config::http_route_retries)).
     ///
     /// A route attaches to a listener when a parentRef selects it, the listener is HTTP or
     /// HTTPS and allows the route's kind and namespace, and their hostnames intersect. Each
@@ -130,6 +133,7 @@ impl RouteTable {
         gateways: &[Gateway],
         routes: &[HttpRoute],
         namespaces: &[Namespace],
+        retries: &HttpRouteRetries,
     ) -> (Self, Vec<BuildError>) {
         let mut errors = Vec::new();
 
@@ -145,7 +149,7 @@ impl RouteTable {
 
         let compiled: Vec<CompiledRoute> = ordered
             .iter()
-            .map(|(_, id, r)| compile_route(r, id.clone(), &mut errors))
+            .map(|(_, id, r)| compile_route(r, id.clone(), retries, &mut errors))
             .collect();
 
         let mut listeners = Vec::new();
@@ -291,7 +295,12 @@ fn route_id(r: &HttpRoute) -> RouteId {
     }
 }
 
-fn compile_route(r: &HttpRoute, id: RouteId, errors: &mut Vec<BuildError>) -> CompiledRoute {
+fn compile_route(
+    r: &HttpRoute,
+    id: RouteId,
+    retries: &HttpRouteRetries,
+    errors: &mut Vec<BuildError>,
+) -> CompiledRoute {
     let hostnames = r
         .spec
         .hostnames
@@ -306,10 +315,17 @@ fn compile_route(r: &HttpRoute, id: RouteId, errors: &mut Vec<BuildError>) -> Co
         None | Some([]) => &default_rule[..],
         Some(rules) => rules,
     };
+    let object = ObjectRef::new("HTTPRoute", &id.namespace, &id.name);
     let rules = rules
         .iter()
         .enumerate()
-        .filter_map(|(i, rule)| rule::compile(rule, &id, i).map_err(|e| errors.push(e)).ok())
+        .filter_map(|(i, rule)| {
+            let mut compiled = rule::compile(rule, &id, i)
+                .map_err(|e| errors.push(e))
+                .ok()?;
+            compiled.rule.retry = retries.get(&(object.clone(), i)).cloned();
+            Some(compiled)
+        })
         .collect();
     CompiledRoute {
         id,

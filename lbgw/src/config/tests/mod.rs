@@ -424,3 +424,75 @@ spec: {ports: [{port: 80}]}
         "its loadBalancerClass is \"io.cilium/bgp-control-plane\", not \"lbgw.io/l2\""
     );
 }
+
+const RETRY_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps}
+spec:
+  parentRefs: [{name: web}]
+  rules:
+  - backendRefs: [{name: app, port: 80}]
+  - backendRefs: [{name: app, port: 80}]
+    retry: RETRY
+"#;
+
+#[test]
+fn http_route_retry_stanzas_are_kept_beside_the_typed_route() {
+    let config =
+        parse(&RETRY_ROUTE.replace("RETRY", "{codes: [502, 503], attempts: 3, backoff: 10ms}"));
+    let id = ObjectRef::new("HTTPRoute", "apps", "r");
+    assert_eq!(
+        config.http_route_retries,
+        BTreeMap::from([(
+            (id.clone(), 1),
+            RetryPolicy {
+                codes: vec![
+                    http::StatusCode::BAD_GATEWAY,
+                    http::StatusCode::SERVICE_UNAVAILABLE
+                ],
+                attempts: 3,
+                backoff: std::time::Duration::from_millis(10),
+            }
+        )])
+    );
+    // An empty stanza gets the defaults; `retry: null` is no stanza.
+    let config = parse(&RETRY_ROUTE.replace("RETRY", "{}"));
+    assert_eq!(config.http_route_retries[&(id, 1)].attempts, 1);
+    assert!(
+        parse(&RETRY_ROUTE.replace("RETRY", "null"))
+            .http_route_retries
+            .is_empty()
+    );
+}
+
+#[test]
+fn invalid_http_route_retry_stanzas_name_file_object_and_field() {
+    let err = |retry: &str| parse_err(&RETRY_ROUTE.replace("RETRY", retry));
+    assert_eq!(
+        err("{codes: [200]}"),
+        [
+            "test.yaml: HTTPRoute apps/r: spec.rules[1].retry.codes: retry code 200 is not in 400..=599"
+        ]
+    );
+    assert_eq!(
+        err("{attempts: -1}"),
+        [
+            "test.yaml: HTTPRoute apps/r: spec.rules[1].retry.attempts: retry attempts -1 out of range"
+        ]
+    );
+    let backoff = err("{backoff: 10 seconds}");
+    assert_eq!(backoff.len(), 1);
+    assert!(
+        backoff[0].starts_with(
+            "test.yaml: HTTPRoute apps/r: spec.rules[1].retry.backoff: retry backoff \"10 seconds\": "
+        ),
+        "{backoff:?}"
+    );
+    assert_eq!(
+        err("{codes: [x]}"),
+        [
+            "test.yaml: HTTPRoute apps/r: spec.rules[1].retry.codes[0]: invalid type: string \"x\", expected i64"
+        ]
+    );
+}

@@ -297,7 +297,7 @@ fn not_served(
             .iter()
             .map(|r| r.object.clone())
             .collect();
-        let (table, _) = RouteTable::build(&gateways, &routes, &[]);
+        let (table, _) = RouteTable::build(&gateways, &routes, &[], &config.http_route_retries);
         let parts = RequestParts {
             gateway: GatewayRef {
                 namespace: &gw.namespace,

@@ -62,7 +62,7 @@ fn build(docs: &[String]) -> (RouteTable, Vec<BuildError>) {
             other => panic!("unexpected kind {other:?}"),
         }
     }
-    RouteTable::build(&gateways, &routes, &namespaces)
+    RouteTable::build(&gateways, &routes, &namespaces, &Default::default())
 }
 
 /// Builds a table of [`GATEWAY`] and `routes`, asserting no build errors.
