@@ -97,7 +97,9 @@ impl TestProxy {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("proxy drained within 10 s");
     }
 }
 
@@ -312,15 +314,17 @@ pub async fn send(
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let response = tokio::time::timeout(
-        Duration::from_secs(20),
-        client().request(req.body(body).unwrap()),
-    )
+    // Head and body under one deadline: a body that never ends must not hang the test.
+    let (parts, body) = tokio::time::timeout(Duration::from_secs(20), async {
+        let response = client()
+            .request(req.body(body).unwrap())
+            .await
+            .expect("request");
+        let (parts, body) = response.into_parts();
+        (parts, body.collect().await.expect("body").to_bytes())
+    })
     .await
-    .expect("response within 20 s")
-    .expect("request");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
+    .expect("response within 20 s");
     Got {
         status: parts.status,
         headers: parts.headers,

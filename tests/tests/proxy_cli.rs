@@ -67,6 +67,10 @@ async fn run_no_xdp_serves_and_drains_on_sigterm() {
     while slow.seen().len() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(
+        slow.seen().len() >= 2,
+        "the slow request did not reach the backend within 5 s"
+    );
     let (status, log) = tokio::task::spawn_blocking(move || {
         let status = lbgw.stop(Duration::from_secs(10));
         (status, lbgw.log())

@@ -228,8 +228,10 @@ async fn weighted_split_3_to_1() {
     }
     assert_eq!(a.seen().len() + b.seen().len(), N);
     let share = to_a as f64 / N as f64;
-    // 75 % ± 5 %: with a fair RNG the standard deviation over 500 draws is 1.9 %.
-    assert!((0.70..=0.80).contains(&share), "share of a: {share}");
+    // 75 % ± 8 %: with a fair RNG the standard deviation over 500 draws is
+    // sqrt(0.75 × 0.25 / 500) ≈ 1.94 %, so ±8 % is about 4 standard deviations (a false
+    // failure about once in 16 000 runs).
+    assert!((0.67..=0.83).contains(&share), "share of a: {share}");
     proxy.stop().await;
 }
 

@@ -118,9 +118,16 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
         .body(empty())
         .unwrap();
     let client = client();
-    let response = client.request(req).await.expect("response");
+    let response = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .expect("response within 5 s")
+        .expect("response");
     let mut body = response.into_body();
-    let first = body.frame().await.expect("frame").expect("data");
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first frame within 5 s")
+        .expect("frame")
+        .expect("data");
     assert_eq!(first.into_data().unwrap(), "data: hello\n\n");
     drop(body);
     drop(client);
@@ -159,7 +166,10 @@ async fn websocket_echo_through_the_proxy() {
     .expect("handshake");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     for text in ["hello", "through lbgw"] {
-        ws.send(Message::text(text)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ws.send(Message::text(text)))
+            .await
+            .expect("send within 5 s")
+            .unwrap();
         let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
             .expect("echo within 5 s")
@@ -167,7 +177,10 @@ async fn websocket_echo_through_the_proxy() {
             .expect("no error");
         assert_eq!(echo, Message::text(text));
     }
-    ws.close(None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ws.close(None))
+        .await
+        .expect("close within 5 s")
+        .unwrap();
     server.abort();
     proxy.stop().await;
 }

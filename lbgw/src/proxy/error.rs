@@ -74,6 +74,10 @@ pub enum ProxyError {
     /// Reading the client's request body failed (it went away, or sent a malformed body).
     #[error("reading the request body")]
     ClientBody(#[source] hyper::Error),
+    /// The client did not send the (small, buffered for retries or mirrors) request body
+    /// within the body read timeout or the rule's `timeouts.request`: 408 Request Timeout.
+    #[error("request body not received within {0:?}")]
+    ClientBodyTimeout(Duration),
     /// The matched rule has no backend that can take traffic (none configured, or every
     /// weight 0), and no filter answered.
     #[error("rule has no backend with a non-zero weight")]
@@ -140,7 +144,8 @@ impl ProxyError {
             | Self::Misdirected { .. }
             | Self::NoRoute { .. }
             | Self::BadRequest(_)
-            | Self::ClientBody(_) => Side::Downstream,
+            | Self::ClientBody(_)
+            | Self::ClientBodyTimeout(_) => Side::Downstream,
             Self::Connect { .. }
             | Self::Upstream { .. }
             | Self::BackendTimeout { .. }
@@ -171,6 +176,7 @@ impl ProxyError {
             Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NoReadyEndpoints => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::BackendTimeout { .. } | Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -218,6 +224,11 @@ mod tests {
             (
                 ProxyError::RequestTimeout(Duration::from_secs(1)),
                 504,
+                false,
+            ),
+            (
+                ProxyError::ClientBodyTimeout(Duration::from_secs(1)),
+                408,
                 false,
             ),
             (

@@ -82,6 +82,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
+/// Drops `TE` from a request going to an HTTP/1.1 upstream. `remove_hop_by_hop` keeps
+/// `TE: trailers` (the only value allowed in HTTP/2, RFC 9113 §8.2.2, needed by gRPC over
+/// h2c), but in HTTP/1.1 a sender of TE "MUST also send a "TE" connection option within the
+/// Connection header field" (RFC 9110 §10.1.4); without it TE is simply not sent.
+pub fn remove_te_for_http1(headers: &mut HeaderMap) {
+    headers.remove(TE);
+}
+
 /// What the forwarding headers say about the client's request.
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarded<'a> {
@@ -104,9 +112,18 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
             .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         IpAddr::V4(v4) => v4.to_string(),
     };
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
+    // Every field line counts: a list may arrive split over several lines (RFC 9110 §5.3).
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let xff = if prior.is_empty() {
+        client
+    } else {
+        format!("{}, {client}", prior.join(", "))
     };
     // Joined into one line: a list split over several lines is read differently by
     // different backends.
@@ -169,6 +186,37 @@ mod tests {
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["te", "x-kept"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn te_is_not_sent_to_http1_upstreams() {
+        let mut h = map(&[("te", "trailers"), ("x-kept", "yes")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+        remove_te_for_http1(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_joins_every_field_line() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, 198.51.100.2"),
+        );
+        add_forwarded(
+            &mut h,
+            &Forwarded {
+                client: "192.0.2.7".parse().unwrap(),
+                proto: "http",
+                host: None,
+                version: Version::HTTP_11,
+            },
+        );
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["203.0.113.9, 198.51.100.1, 198.51.100.2, 192.0.2.7"]);
     }
 
     #[test]

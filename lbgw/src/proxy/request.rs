@@ -38,6 +38,9 @@ use crate::route::{GatewayRef, ListenerRef, Match, RedirectRequest, RequestParts
 
 /// Largest request body buffered so that a retry or a mirror can send it again.
 const MAX_REPLAY_BODY: u64 = 64 * 1024;
+/// How long a client may take to send a body that is buffered for retries or mirrors (the
+/// rule's `timeouts.request` cuts it shorter when set); on expiry the answer is 408.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one request; errors become small text responses.
 pub async fn handle(
@@ -132,6 +135,7 @@ async fn proxy(
         incoming,
         &head,
         retry.is_some() || !applied.mirrors.is_empty(),
+        m.rule.timeouts.request,
     )
     .await?;
     for mirror_filter in &applied.mirrors {
@@ -258,15 +262,20 @@ async fn request_body(
     incoming: Incoming,
     head: &Request<()>,
     replay: bool,
+    request_timeout: Timeout,
 ) -> Result<RequestBody, ProxyError> {
     if incoming.is_end_stream() {
         return Ok(RequestBody::Empty);
     }
     let length = content_length(head.headers());
     if replay && length.is_some_and(|n| n <= MAX_REPLAY_BODY) {
-        let bytes = incoming
-            .collect()
+        let limit = match request_timeout {
+            Timeout::After(after) => after.min(BODY_READ_TIMEOUT),
+            Timeout::Unset | Timeout::Disabled => BODY_READ_TIMEOUT,
+        };
+        let bytes = tokio::time::timeout(limit, incoming.collect())
             .await
+            .map_err(|_| ProxyError::ClientBodyTimeout(limit))?
             .map_err(ProxyError::ClientBody)?
             .to_bytes();
         return Ok(RequestBody::Buffered(bytes));

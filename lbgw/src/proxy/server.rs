@@ -22,6 +22,11 @@ use crate::gateway::{ListenerProtocol, PortModel};
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first byte of a TLS handshake record (RFC 8446 §5.1, ContentType handshake(22)).
 const TLS_HANDSHAKE: u8 = 0x16;
+/// How often an idle HTTP/2 connection is pinged (PING frames, RFC 9113 §6.7), so that dead
+/// peers and idle connections whose NAT state vanished are noticed and closed.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a keep-alive PING may go unacknowledged before the connection is closed.
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The listeners of `port` that serve a connection addressed to `local`: those whose Gateway
 /// has that address, or all of them when none has (e.g. `--no-xdp` on 127.0.0.1, where the
@@ -74,7 +79,18 @@ pub async fn serve(
         .any(|&i| port.listeners[i].protocol == ListenerProtocol::Http);
     // Gateways with HTTP and HTTPS listeners on one port (only possible when no VIP tells
     // them apart): the first byte says which.
-    let tls = https && (!http || starts_with_tls(&stream).await);
+    let tls = if https && http {
+        // A client that connects and sends nothing is closed after the handshake timeout.
+        match starts_with_tls(&stream).await {
+            Some(tls) => tls,
+            None => {
+                tracing::debug!(%peer, "no first byte within {:?}", tls::HANDSHAKE_TIMEOUT);
+                return;
+            }
+        }
+    } else {
+        https
+    };
     let protocol = if tls {
         ListenerProtocol::Https
     } else {
@@ -112,9 +128,14 @@ pub async fn serve(
     }
 }
 
-async fn starts_with_tls(stream: &TcpStream) -> bool {
+/// Whether the first byte is a TLS handshake record; `None` when the client sends nothing
+/// within the TLS handshake timeout.
+async fn starts_with_tls(stream: &TcpStream) -> Option<bool> {
     let mut first = [0u8; 1];
-    matches!(stream.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE)
+    let peeked = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first))
+        .await
+        .ok()?;
+    Some(matches!(peeked, Ok(1) if first[0] == TLS_HANDSHAKE))
 }
 
 async fn serve_http<IO>(shared: Arc<Shared>, conn: Conn, io: IO, watcher: Watcher)
@@ -133,7 +154,13 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 has no header read timeout; keep-alive PINGs close connections whose peer is
+    // gone instead of holding them (and their streams) forever.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(err) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%peer, "connection: {err}");

@@ -21,7 +21,7 @@ use crate::gateway::{ListenerModel, ListenerProtocol};
 use crate::route::hostname::normalize_host;
 
 /// How long a client may take to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Cached server configurations beyond which the cache starts over (after many reloads).
 const MAX_CACHED_CONFIGS: usize = 1024;
 

@@ -78,6 +78,7 @@ impl Upstreams {
         match protocol {
             UpstreamProtocol::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
+                super::headers::remove_te_for_http1(req.headers_mut());
                 *req.uri_mut() = uri(&endpoint_authority(endpoint)?, path)?;
                 if let Some(host) = host
                     && let Ok(value) = host.as_str().parse()
