@@ -109,10 +109,12 @@ pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
     cmd.arg("--state").arg(&state).args(extra);
     eprintln!(
         "xtask: lab is up. lbgw runs in namespace {NODE} on {NODE_IF}; the client is namespace {CLIENT}.\n\
-         Try, in another terminal (VIPs are in lbgw's log below, `lbgw check` prints the plan):\n  \
+         Try, in another terminal (the VIPs are in lbgw's log below; `lbgw check` prints the plan):\n  \
          ip netns exec {CLIENT} arping -c 3 -I {CLIENT_IF} <IPv4 VIP>\n  \
+         ip netns exec {CLIENT} ping -c 3 <VIP>\n  \
          ip netns exec {CLIENT} ndisc6 <IPv6 VIP> {CLIENT_IF}\n  \
          ip netns exec {CLIENT} ip neigh\n  \
+         ip netns exec {NODE} curl -si -H 'Host: ai.homelab.internal' http://127.0.0.1/ollama\n  \
          ip netns exec {NODE} {} maps\n\
          Ctrl-C stops lbgw and removes the lab.",
         bin.display()
