@@ -48,7 +48,14 @@ fn try_answer(ctx: &XdpContext, l2: &L2) -> Result<(), Counter> {
         // address: not a question. Passing it lets the kernel log the conflict.
         return Err(Counter::Passed);
     }
-    let info = maps::announced_vip(&VipKey::v4(vip)).ok_or(Counter::NotAnnounced)?;
+    let key = VipKey::v4(vip);
+    // Most ARP on a LAN is about other hosts: a range check against the pools (when userspace
+    // has written them) settles those without a hash lookup.
+    let pools = maps::config().pool_count;
+    if pools > 0 && !maps::in_pool(&key, pools) {
+        return Err(Counter::Passed);
+    }
+    let info = maps::announced_vip(&key).ok_or(Counter::NotAnnounced)?;
     let iface = eth::iface(ctx, l2).ok_or(Counter::WrongIface)?;
 
     // An ARP probe (RFC 5227 §2.1.1) has sender 0.0.0.0 and is answered like any request:

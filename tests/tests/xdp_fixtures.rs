@@ -53,6 +53,12 @@ fn cases() -> Vec<Case> {
             output: None,
         },
         Case {
+            name: "ARP request for a LAN host outside the pools passes",
+            input: arp_request_for(NOT_IN_POOL, None),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
             name: "ARP probe (sender 0.0.0.0, RFC 5227) for a VIP is answered to the prober",
             input: pad60(arp(
                 BROADCAST, CLIENT_MAC, None, 1, CLIENT_MAC, [0; 4], [0; 6], VIP,

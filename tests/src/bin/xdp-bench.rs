@@ -85,6 +85,7 @@ fn main() {
         LBGW_MAC, CLIENT_MAC, None, 2, CLIENT_MAC, CLIENT_IP, LBGW_MAC, VIP,
     ));
     let arp_not_announced = arp_request_for(VIP_NOT_ANNOUNCED, None);
+    let arp_lan_host = arp_request_for(NOT_IN_POOL, None);
     let frame4 = |dst: [u8; 4], proto: u8, payload: &[u8]| {
         let mut f = eth(LBGW_MAC, CLIENT_MAC, None, ETH_P_IP);
         f.extend(ipv4(CLIENT_IP, dst, proto, 64, &[], 0x4000, payload));
@@ -93,7 +94,7 @@ fn main() {
     let outside = frame4(NOT_IN_POOL, 6, &ports(443, 20));
     let unserved = frame4(VIP, 6, &ports(8080, 20));
     let unallocated = frame4(POOL_UNALLOCATED, 6, &ports(443, 20));
-    let idempotent: [(&str, &[u8], u32); 7] = [
+    let idempotent: [(&str, &[u8], u32); 8] = [
         ("IPv4 TCP to a served VIP port, pass", &tcp, XDP_PASS),
         ("IPv4 TCP outside the pools, pass", &outside, XDP_PASS),
         (
@@ -107,6 +108,11 @@ fn main() {
             XDP_DROP,
         ),
         ("ARP reply (parse only), pass", &arp_reply, XDP_PASS),
+        (
+            "ARP for a LAN host outside the pools, pass",
+            &arp_lan_host,
+            XDP_PASS,
+        ),
         ("ARP for an unallocated address, pass", &arp_other, XDP_PASS),
         (
             "ARP for a VIP not announced here, pass",
