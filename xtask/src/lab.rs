@@ -88,7 +88,9 @@ fn up() -> Result<Lab> {
 }
 
 /// Creates the lab, runs lbgw in the node namespace until it exits (Ctrl-C), removes the lab.
-pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
+/// With `example_secret`, the example's HTTPS listener gets a throwaway self-signed
+/// certificate (the Secret `ai/ai-homelab-tls`, which `examples/` leaves out on purpose).
+pub fn run(bin: &Path, config: &[PathBuf], example_secret: bool, extra: &[String]) -> Result<()> {
     let bin = bin
         .canonicalize()
         .with_context(|| format!("{} not built", bin.display()))?;
@@ -99,11 +101,17 @@ pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
     )
     .ok();
     let state = std::env::temp_dir().join(format!("lbgw-lab-{}.json", std::process::id()));
+    let secret = std::env::temp_dir().join(format!("lbgw-lab-{}-secret.yaml", std::process::id()));
+    let mut config = config.to_vec();
+    if example_secret {
+        crate::cert::write_secret(&secret, "ai", "ai-homelab-tls", "ai.homelab.internal")?;
+        config.push(secret.clone());
+    }
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", NODE])
         .arg(&bin)
         .args(["run", "--iface", NODE_IF]);
-    for c in config {
+    for c in &config {
         cmd.arg("--config").arg(c);
     }
     cmd.arg("--state").arg(&state).args(extra);
@@ -115,6 +123,7 @@ pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
          ip netns exec {CLIENT} ndisc6 <IPv6 VIP> {CLIENT_IF}\n  \
          ip netns exec {CLIENT} ip neigh\n  \
          ip netns exec {NODE} curl -si -H 'Host: ai.homelab.internal' http://127.0.0.1/ollama\n  \
+         ip netns exec {NODE} curl -sik --resolve ai.homelab.internal:443:127.0.0.1 https://ai.homelab.internal/ollama\n  \
          ip netns exec {NODE} {} maps\n\
          Ctrl-C stops lbgw and removes the lab.",
         bin.display()
@@ -126,6 +135,7 @@ pub fn run(bin: &Path, config: &[PathBuf], extra: &[String]) -> Result<()> {
     forward_signals_to(child.id());
     let status = child.wait().context("waiting for lbgw")?;
     let _ = std::fs::remove_file(&state);
+    let _ = std::fs::remove_file(&secret);
     drop(lab);
     if !status.success() && status.code() != Some(130) {
         bail!("lbgw exited with {status}");

@@ -2,6 +2,7 @@
 //!
 //! Everything a fresh machine lacks (nightly's rust-src, bpf-linker, the Debian packages the
 //! tests drive) is installed by `setup`, which `run`, `test` and `bench-xdp` call first.
+mod cert;
 mod lab;
 mod setup;
 
@@ -63,14 +64,15 @@ fn main() -> Result<()> {
         } => {
             setup::all()?;
             let bin = build(release)?;
-            let config = if config.is_empty() {
+            let embedded_default = config.is_empty();
+            let config = if embedded_default {
                 vec![workspace_root().join("examples")]
             } else {
                 config
             };
             match iface {
                 Some(iface) => run_on_host(&bin, &iface, &config, &lbgw_args),
-                None => lab::run(&bin, &config, &lbgw_args),
+                None => lab::run(&bin, &config, embedded_default, &lbgw_args),
             }
         }
         Task::Test { cargo_args } => {
