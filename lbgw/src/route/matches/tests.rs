@@ -1,4 +1,4 @@
-use http::{HeaderMap, HeaderValue, Method};
+use http::Method;
 
 use super::*;
 
@@ -19,35 +19,22 @@ fn m(yaml: &str) -> RequestMatch {
     compile(yaml).expect("valid match")
 }
 
-struct Req {
-    path: &'static str,
-    method: Method,
-    headers: HeaderMap,
-    query: Option<&'static str>,
-}
+use crate::route::tests::{Req, get};
 
+/// A GET of `path`, built with the table tests' request builder.
 fn req(path: &'static str) -> Req {
-    Req {
-        path,
-        method: Method::GET,
-        headers: HeaderMap::new(),
-        query: None,
+    get("example.com", path)
+}
+
+/// Scoring a request against one compiled match.
+trait Score {
+    fn score(&self, m: &RequestMatch) -> Option<MatchScore>;
+    fn matches(&self, m: &RequestMatch) -> bool {
+        self.score(m).is_some()
     }
 }
 
-impl Req {
-    fn header(mut self, name: &'static str, value: &'static str) -> Self {
-        self.headers.append(name, HeaderValue::from_static(value));
-        self
-    }
-    fn query(mut self, q: &'static str) -> Self {
-        self.query = Some(q);
-        self
-    }
-    fn method(mut self, method: Method) -> Self {
-        self.method = method;
-        self
-    }
+impl Score for Req {
     fn score(&self, m: &RequestMatch) -> Option<MatchScore> {
         m.score(&Prepared {
             path: self.path,
@@ -55,9 +42,6 @@ impl Req {
             headers: &self.headers,
             query: parse_query(self.query),
         })
-    }
-    fn matches(&self, m: &RequestMatch) -> bool {
-        self.score(m).is_some()
     }
 }
 

@@ -74,17 +74,17 @@ fn table(routes: &[String]) -> RouteTable {
     table
 }
 
-/// A request to `infra/gw`.
-struct Req {
-    listener: ListenerRef<'static>,
-    host: &'static str,
-    path: &'static str,
-    query: Option<&'static str>,
-    method: Method,
-    headers: HeaderMap,
+/// A request to `infra/gw`; also the request of the match-level tests (`matches/tests.rs`).
+pub(super) struct Req {
+    pub(super) listener: ListenerRef<'static>,
+    pub(super) host: &'static str,
+    pub(super) path: &'static str,
+    pub(super) query: Option<&'static str>,
+    pub(super) method: Method,
+    pub(super) headers: HeaderMap,
 }
 
-fn get(host: &'static str, path: &'static str) -> Req {
+pub(super) fn get(host: &'static str, path: &'static str) -> Req {
     Req {
         listener: ListenerRef::Port(80),
         host,
@@ -96,15 +96,15 @@ fn get(host: &'static str, path: &'static str) -> Req {
 }
 
 impl Req {
-    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+    pub(super) fn header(mut self, name: &'static str, value: &'static str) -> Self {
         self.headers.append(name, HeaderValue::from_static(value));
         self
     }
-    fn query(mut self, q: &'static str) -> Self {
+    pub(super) fn query(mut self, q: &'static str) -> Self {
         self.query = Some(q);
         self
     }
-    fn method(mut self, m: Method) -> Self {
+    pub(super) fn method(mut self, m: Method) -> Self {
         self.method = m;
         self
     }
