@@ -34,6 +34,16 @@ pub mod names {
     pub const POOLS: &str = "LBGW_POOLS";
     /// `HashMap<PortKey, PortInfo>`: the (VIP, protocol, port) that something serves.
     pub const PORTS: &str = "LBGW_PORTS";
+    /// The `sk_lookup` program handing VIP connections to the proxy's listening sockets.
+    pub const SK_LOOKUP_PROGRAM: &str = "lbgw_sk_lookup";
+    /// SOCKMAP of the proxy's listening sockets, indexed by Gateway port.
+    pub const LISTENERS: &str = "LBGW_LISTENERS";
+    pub const L4_SERVICES: &str = "LBGW_L4_SVCS";
+    pub const L4_BACKENDS: &str = "LBGW_L4_BACKENDS";
+    pub const L4_RING: &str = "LBGW_L4_RING";
+    pub const L4_FLOWS: &str = "LBGW_L4_FLOWS";
+    pub const L4_NAT: &str = "LBGW_L4_NAT";
+    pub const L4_AFFINITY: &str = "LBGW_L4_AFFINITY";
 }
 
 /// Capacity of the VIP map and of the per-VIP statistics array.
@@ -126,12 +136,21 @@ pub struct VipStats {
     pub dropped_unserved: u64,
     /// Packets to the VIP passed on to the stack (served ports, other ICMP, fragments).
     pub passed: u64,
+    /// Packets to an L4 Service port of the VIP forwarded to a backend in XDP.
+    pub forwarded: u64,
 }
 
 /// `Config::flags`: drop traffic to unallocated pool addresses and unserved VIP ports.
 pub const CONFIG_F_EARLY_DROP: u32 = 1 << 0;
 /// `Config::flags`: answer ICMP / ICMPv6 echo requests to VIPs.
 pub const CONFIG_F_ECHO: u32 = 1 << 1;
+/// `Config::flags`: the kernel has local routes for the VIPs lbgw's proxy serves, so it would
+/// answer ARP for them itself; ARP requests for VIPs this node does not announce are dropped.
+pub const CONFIG_F_LOCAL_ROUTES: u32 = 1 << 2;
+/// `Config::flags`: some L4 Service is forwarded without source NAT (`externalTrafficPolicy:
+/// Local`): replies are recognised by a NAT-table lookup of every TCP/UDP packet, not only of
+/// those to the source-NAT port range.
+pub const CONFIG_F_L4_DNAT_ONLY: u32 = 1 << 3;
 
 /// Run-time settings of the XDP program (single entry of the `LBGW_CONFIG` array). All-zero
 /// (before userspace writes it) means: answer ARP/NDP only, pass everything else.
@@ -142,6 +161,10 @@ pub struct Config {
     pub flags: u32,
     /// Number of valid entries at the start of the pool array (`<= MAX_POOLS`).
     pub pool_count: u32,
+    /// First port of the range L4 source NAT allocates from (host order).
+    pub snat_port_min: u16,
+    /// Number of ports in that range (0: no source NAT, L4 forwarding of SNAT Services off).
+    pub snat_port_count: u16,
 }
 
 /// An inclusive address range of a pool, as 128-bit integers split in halves (host order), with
@@ -173,9 +196,15 @@ pub struct PortKey {
     pub _pad: u8,
 }
 
-/// What serves a port: traffic goes to the local stack (a Gateway listener, steered to the
-/// proxy) — the only action so far; L4 Services forwarded in XDP will add others.
+/// What serves a port: the local stack (e.g. a Gateway listener lbgw's proxy does not
+/// implement, such as TCP or UDP listeners): passed.
 pub const PORT_ACTION_LOCAL: u32 = 1;
+/// A Gateway listener of lbgw's proxy: passed, and the `sk_lookup` program hands the
+/// connection to the proxy socket at index [`PortInfo::target`] of `LBGW_LISTENERS`.
+pub const PORT_ACTION_PROXY: u32 = 2;
+/// An L4 LoadBalancer Service port: forwarded in XDP to a backend of the L4 service at index
+/// [`PortInfo::target`] of `LBGW_L4_SVCS`.
+pub const PORT_ACTION_L4: u32 = 3;
 
 /// Value of the served-ports map.
 #[repr(C)]
@@ -186,6 +215,136 @@ pub struct PortInfo {
     /// The VIP's statistics slot (as in [`VipInfo::stats_index`]), so a served packet is
     /// counted without a second lookup in the VIP map.
     pub stats_index: u32,
+    /// Listener socket index (`PORT_ACTION_PROXY`) or L4 service index (`PORT_ACTION_L4`).
+    pub target: u32,
+    pub _pad: u32,
+}
+
+/// Entries of the listener SOCKMAP: one per possible port number.
+pub const MAX_LISTENERS: u32 = 65536;
+
+/// L4 services (one per VIP, protocol and port of a LoadBalancer Service) the data plane holds.
+pub const MAX_L4_SERVICES: u32 = 128;
+/// Backends over all L4 services.
+pub const MAX_L4_BACKENDS: u32 = 4096;
+/// Size of each service's Maglev lookup table: a prime, as Maglev requires (Eisenbud et al.,
+/// NSDI 2016, §3.4: M ≥ 100·N keeps the imbalance under 1% for N up to 163 backends).
+pub const L4_RING_SIZE: u32 = 16381;
+/// Backend indices per ring element: array map values take 8 bytes each whatever their size
+/// (the kernel rounds `value_size` up to 8), so four `u16` indices share one.
+pub const L4_RING_LANES: u32 = 4;
+/// Ring elements per (service, generation): `ceil(L4_RING_SIZE / L4_RING_LANES)`.
+pub const L4_RING_ELEMS: u32 = L4_RING_SIZE.div_ceil(L4_RING_LANES);
+/// Each service has two ring generations: userspace writes the idle one, then flips
+/// [`L4Service::generation`], so the program never sees a half-written table.
+pub const L4_RING_GENERATIONS: u32 = 2;
+/// Connection-table entries (per CPU) and NAT-table entries.
+pub const L4_MAX_FLOWS: u32 = 65536;
+pub const L4_MAX_NAT: u32 = 131072;
+pub const L4_MAX_AFFINITY: u32 = 65536;
+
+/// `L4Service::flags`: the service has backends (its ring is valid).
+pub const L4_SVC_F_ACTIVE: u32 = 1 << 0;
+/// `L4Service::flags`: rewrite the source to the node's address (`externalTrafficPolicy:
+/// Cluster`); without it only the destination is translated and the client address is kept
+/// (`Local`).
+pub const L4_SVC_F_SNAT: u32 = 1 << 1;
+/// `L4Service::flags`: `sessionAffinity: ClientIP`.
+pub const L4_SVC_F_AFFINITY: u32 = 1 << 2;
+
+/// An L4 service: one (VIP, protocol, port) of a LoadBalancer Service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct L4Service {
+    /// `L4_SVC_F_*` bits.
+    pub flags: u32,
+    /// Which of the two ring generations is live (0 or 1).
+    pub generation: u32,
+    /// `sessionAffinityConfig.clientIP.timeoutSeconds`.
+    pub affinity_timeout_s: u32,
+    pub _pad: u32,
+}
+
+/// `L4Backend::flags`: the slot holds a backend (possibly not ready, i.e. not in the ring, but
+/// still serving the flows it has).
+pub const L4_BACKEND_F_EXISTS: u8 = 1 << 0;
+/// `L4Backend::flags`: the endpoint is ready: new flows (and session affinity) may pick it.
+pub const L4_BACKEND_F_READY: u8 = 1 << 1;
+
+/// A backend endpoint: where forwarded packets go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct L4Backend {
+    /// Address, IPv4 in its IPv4-mapped form as in [`VipKey`].
+    pub addr: [u8; 16],
+    /// Port, network byte order.
+    pub port_be: u16,
+    /// `L4_BACKEND_F_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The L4 service the slot belongs to.
+    pub service: u32,
+}
+
+/// A flow as seen on the wire: key of the connection table (client → VIP) and of the NAT
+/// table (backend → the address the backend replies to).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Connection-table value: where a client flow goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    /// Backend slot; the flow is re-balanced when the slot no longer holds `backend_addr`.
+    pub backend: u32,
+    /// Source port after NAT, network byte order (the client's own without source NAT).
+    pub nat_port_be: u16,
+    pub backend_port_be: u16,
+    pub backend_addr: [u8; 16],
+    /// Source address after NAT (the client's own without source NAT).
+    pub nat_addr: [u8; 16],
+    /// When the NAT entry's `last_seen_ns` was last refreshed, in seconds of
+    /// `bpf_ktime_get_ns()` (so the shared NAT table is written about once a second per flow).
+    pub refreshed_s: u32,
+    pub _pad: u32,
+}
+
+/// NAT-table value: how to translate a reply back to the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatState {
+    pub client_addr: [u8; 16],
+    pub vip_addr: [u8; 16],
+    pub client_port_be: u16,
+    pub vip_port_be: u16,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` when the flow last sent a packet (refreshed about once a second).
+    pub last_seen_ns: u64,
+}
+
+/// Key of the session-affinity table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AffinityKey {
+    pub service: u32,
+    pub client: [u8; 16],
+}
+
+/// Value of the session-affinity table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AffinityState {
+    pub backend: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
 }
 
 /// Global counters of the XDP program, indexes of the `LBGW_COUNTERS` per-CPU array.
@@ -218,11 +377,30 @@ pub enum Counter {
     VipPassed = 11,
     /// Packets to a VIP too short or malformed to classify, dropped.
     DroppedMalformed = 12,
+    /// An ARP request for a VIP another node announces, dropped so the kernel (which has a
+    /// local route for it) does not answer.
+    ArpDroppedNotOwner = 13,
+    /// Packets of L4 Service flows forwarded to a backend.
+    L4Forwarded = 14,
+    /// Backend replies translated back to the client.
+    L4Reversed = 15,
+    /// L4 Service packets dropped: no backend is ready.
+    L4NoBackend = 16,
+    /// L4 Service packets dropped: no route, or the next hop is not resolved yet (userspace
+    /// keeps backends' neighbour entries resolved).
+    L4NoRoute = 17,
+    /// L4 Service packets dropped: no free source-NAT port for the backend.
+    L4NatExhausted = 18,
+    /// L4 Service packets dropped: IP fragments (a fragmented datagram cannot be balanced
+    /// by its ports).
+    L4Fragment = 19,
+    /// L4 Service flows whose backend was removed, re-balanced to another backend.
+    L4Rebalanced = 20,
 }
 
 impl Counter {
     /// Number of counters (length of the `LBGW_COUNTERS` array).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 21;
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Passed,
@@ -238,6 +416,14 @@ impl Counter {
         Counter::EchoReplied,
         Counter::VipPassed,
         Counter::DroppedMalformed,
+        Counter::ArpDroppedNotOwner,
+        Counter::L4Forwarded,
+        Counter::L4Reversed,
+        Counter::L4NoBackend,
+        Counter::L4NoRoute,
+        Counter::L4NatExhausted,
+        Counter::L4Fragment,
+        Counter::L4Rebalanced,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -256,6 +442,14 @@ impl Counter {
             Counter::EchoReplied => "echo_replied",
             Counter::VipPassed => "vip_passed",
             Counter::DroppedMalformed => "dropped_malformed",
+            Counter::ArpDroppedNotOwner => "arp_dropped_not_owner",
+            Counter::L4Forwarded => "l4_forwarded",
+            Counter::L4Reversed => "l4_reversed",
+            Counter::L4NoBackend => "l4_no_backend",
+            Counter::L4NoRoute => "l4_no_route",
+            Counter::L4NatExhausted => "l4_nat_exhausted",
+            Counter::L4Fragment => "l4_fragment",
+            Counter::L4Rebalanced => "l4_rebalanced",
         }
     }
 }
@@ -265,11 +459,20 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 16);
 const _: () = assert!(core::mem::size_of::<VipInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<IfaceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<IfaceInfo>() == 8);
-const _: () = assert!(core::mem::size_of::<VipStats>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<VipStats>() == 48);
+const _: () = assert!(core::mem::size_of::<Config>() == 12);
 const _: () = assert!(core::mem::size_of::<PoolRange>() == 32);
 const _: () = assert!(core::mem::size_of::<PortKey>() == 20);
-const _: () = assert!(core::mem::size_of::<PortInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<PortInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<L4Service>() == 16);
+const _: () = assert!(core::mem::size_of::<L4Backend>() == 24);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 48);
+const _: () = assert!(core::mem::size_of::<NatState>() == 48);
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 20);
+const _: () = assert!(core::mem::size_of::<AffinityState>() == 16);
+const _: () = assert!(L4_RING_ELEMS * L4_RING_LANES >= L4_RING_SIZE);
+const _: () = assert!(MAX_L4_BACKENDS <= u16::MAX as u32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -285,4 +488,11 @@ mod pod {
     unsafe impl aya::Pod for PoolRange {}
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for PortInfo {}
+    unsafe impl aya::Pod for L4Service {}
+    unsafe impl aya::Pod for L4Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for NatState {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for AffinityState {}
 }

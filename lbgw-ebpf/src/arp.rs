@@ -2,7 +2,7 @@
 //! reply the kernel would have sent had the VIP been a local address.
 
 use aya_ebpf::programs::XdpContext;
-use lbgw_common::{Counter, VipKey};
+use lbgw_common::{CONFIG_F_LOCAL_ROUTES, Counter, VIP_F_ANNOUNCE, VipKey};
 use network_types::arp::ArpHdr;
 
 use crate::{
@@ -18,12 +18,17 @@ const ETH_P_IP: u16 = 0x0800;
 const ARPOP_REQUEST: u16 = 1;
 const ARPOP_REPLY: u16 = 2;
 
-#[inline(always)]
+/// Out of line (a BPF-to-BPF call), so no single stack frame passes the 512-byte limit.
+#[inline(never)]
 pub fn answer(ctx: &XdpContext, l2: &L2) -> Verdict {
     match try_answer(ctx, l2) {
         Ok(()) => {
             maps::count(Counter::ArpReplied);
             Verdict::Tx
+        }
+        Err(Counter::ArpDroppedNotOwner) => {
+            maps::count(Counter::ArpDroppedNotOwner);
+            Verdict::Drop(Counter::ArpDroppedNotOwner)
         }
         Err(reason) => Verdict::Pass(reason),
     }
@@ -55,7 +60,18 @@ fn try_answer(ctx: &XdpContext, l2: &L2) -> Result<(), Counter> {
     if pools > 0 && !maps::in_pool(&key, pools) {
         return Err(Counter::Passed);
     }
-    let info = maps::announced_vip(&key).ok_or(Counter::NotAnnounced)?;
+    let Some(info) = maps::vip(&key) else {
+        return Err(Counter::NotAnnounced);
+    };
+    if info.flags & VIP_F_ANNOUNCE == 0 {
+        // Another node owns the VIP. With local routes for the VIPs the kernel would answer
+        // for it too (arp_ignore=0 answers for any local address, net/ipv4/arp.c), and two
+        // nodes would claim it: the request is dropped instead.
+        if maps::config().flags & CONFIG_F_LOCAL_ROUTES != 0 {
+            return Err(Counter::ArpDroppedNotOwner);
+        }
+        return Err(Counter::NotAnnounced);
+    }
     let iface = eth::iface(ctx, l2).ok_or(Counter::WrongIface)?;
 
     // An ARP probe (RFC 5227 §2.1.1) has sender 0.0.0.0 and is answered like any request:

@@ -16,10 +16,13 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_FRAGMENT: u8 = 44;
 /// IPv4 fragment offset bits of the flags/offset field (RFC 791 §3.1).
 const IP_OFFSET_MASK: u16 = 0x1fff;
+/// IPv4 "more fragments" flag.
+const IP_MF: u16 = 0x2000;
 
 /// What the network header told us.
 pub struct L3 {
-    /// Destination, keyed like the VIP map.
+    /// Destination, keyed like the VIP map. (The source is read where it is needed, by the L4
+    /// forwarder: carrying it here costs the classifier's frame stack space.)
     pub dst: VipKey,
     pub ipv6: bool,
     /// Transport protocol (IPv6: the first next header; extension headers are not followed).
@@ -28,6 +31,8 @@ pub struct L3 {
     pub l4_offset: usize,
     /// False for non-first fragments (and IPv6 fragment headers): no ports to look at.
     pub has_ports: bool,
+    /// Part of a fragmented datagram (any fragment, the first included).
+    pub fragment: bool,
 }
 
 /// Parses the IP header after `l2`. `Err` means the header is too short or not IP at all.
@@ -49,6 +54,7 @@ pub fn parse(ctx: &XdpContext, l2: &L2) -> Result<L3, Counter> {
             // IHL counts options too (RFC 791 §3.1): the transport header follows them.
             l4_offset: l2.l3_offset + ihl,
             has_ports: frag & IP_OFFSET_MASK == 0,
+            fragment: frag & (IP_OFFSET_MASK | IP_MF) != 0,
         })
     } else {
         let ip: *const Ipv6Hdr = ptr_at(ctx, l2.l3_offset).ok_or(Counter::Passed)?;
@@ -59,6 +65,19 @@ pub fn parse(ctx: &XdpContext, l2: &L2) -> Result<L3, Counter> {
             proto: ip.next_hdr,
             l4_offset: l2.l3_offset + Ipv6Hdr::LEN,
             has_ports: ip.next_hdr != IPPROTO_FRAGMENT,
+            fragment: ip.next_hdr == IPPROTO_FRAGMENT,
         })
+    }
+}
+
+/// The source address of the IP header after `l2`, keyed like the VIP map.
+#[inline(always)]
+pub fn source(ctx: &XdpContext, l2: &L2, ipv6: bool) -> Option<VipKey> {
+    if ipv6 {
+        let ip: *const Ipv6Hdr = ptr_at(ctx, l2.l3_offset)?;
+        Some(VipKey::v6(unsafe { (*ip).src_addr }))
+    } else {
+        let ip: *const Ipv4Hdr = ptr_at(ctx, l2.l3_offset)?;
+        Some(VipKey::v4(unsafe { (*ip).src_addr }))
     }
 }

@@ -9,9 +9,12 @@
 //! - `ip.rs`: IPv4 / IPv6 headers down to the transport ports;
 //! - `steer.rs`: what happens to IP traffic for the pools: served VIP ports pass, the rest of
 //!   the pools is dropped early;
+//! - `l4.rs`: L4 LoadBalancer Services: Maglev, connection tracking, NAT, forwarding;
 //! - `icmp.rs`: echo requests to a VIP answered in place (RFC 792, RFC 4443 §4);
 //! - `csum.rs`: the Internet checksum (RFC 1071);
-//! - `maps.rs`: the maps userspace fills and reads.
+//! - `maps.rs`: the maps userspace fills and reads;
+//! - `sk_lookup.rs`: connections to a Gateway listener's (VIP, port) handed to the proxy's
+//!   listening socket (`lbgw_sk_lookup`, attached to the network namespace).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -26,24 +29,33 @@ mod icmp;
 #[cfg(target_arch = "bpf")]
 mod ip;
 #[cfg(target_arch = "bpf")]
+mod l4;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod ndp;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]
+mod sk_lookup;
+#[cfg(target_arch = "bpf")]
 mod steer;
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use aya_ebpf::{
+        bindings::xdp_action, helpers::bpf_redirect, macros::xdp, programs::XdpContext,
+    };
     use lbgw_common::Counter;
 
-    use crate::{arp, eth, maps, ndp, packet::Verdict, steer};
+    use crate::{arp, eth, l4, maps, ndp, packet::Verdict, steer};
 
     #[xdp]
     pub fn lbgw_xdp(ctx: XdpContext) -> u32 {
-        let verdict = try_lbgw_xdp(&ctx);
+        let mut verdict = try_lbgw_xdp(&ctx);
+        if let Verdict::Forward(service, stats_index) = verdict {
+            verdict = l4::forward(&ctx, service, stats_index);
+        }
         match verdict {
             Verdict::Tx => xdp_action::XDP_TX,
             Verdict::Pass(reason) => {
@@ -54,6 +66,9 @@ mod program {
                 maps::count(reason);
                 xdp_action::XDP_DROP
             }
+            // SAFETY: a helper call with plain integer arguments; it returns XDP_REDIRECT.
+            Verdict::Redirect(ifindex) => unsafe { bpf_redirect(ifindex, 0) as u32 },
+            Verdict::Forward(..) => xdp_action::XDP_ABORTED,
         }
     }
 

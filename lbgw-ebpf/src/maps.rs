@@ -2,11 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, SockMap},
 };
 use lbgw_common::{
-    Config, Counter, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_IFACES, MAX_POOLS,
-    MAX_PORTS, MAX_VIPS, PoolRange, PortInfo, PortKey, VipInfo, VipKey, VipStats,
+    AffinityKey, AffinityState, Config, Counter, FlowKey, FlowState, IFACE_F_ACTIVE, IFACE_SLOTS,
+    IfaceInfo, IfaceKey, L4_MAX_AFFINITY, L4_MAX_FLOWS, L4_MAX_NAT, L4_RING_ELEMS,
+    L4_RING_GENERATIONS, L4Backend, L4Service, MAX_IFACES, MAX_L4_BACKENDS, MAX_L4_SERVICES,
+    MAX_LISTENERS, MAX_POOLS, MAX_PORTS, MAX_VIPS, NatState, PoolRange, PortInfo, PortKey, VipInfo,
+    VipKey, VipStats,
 };
 
 #[map(name = "LBGW_VIPS")]
@@ -27,6 +30,37 @@ static POOLS: Array<PoolRange> = Array::with_max_entries(MAX_POOLS, 0);
 #[map(name = "LBGW_PORTS")]
 static PORTS: HashMap<PortKey, PortInfo> = HashMap::with_max_entries(MAX_PORTS, 0);
 
+/// The proxy's listening sockets, indexed by Gateway port (read by the `sk_lookup` program).
+#[map(name = "LBGW_LISTENERS")]
+pub static LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
+
+#[map(name = "LBGW_L4_SVCS")]
+static L4_SERVICES: Array<L4Service> = Array::with_max_entries(MAX_L4_SERVICES, 0);
+
+#[map(name = "LBGW_L4_BACKENDS")]
+static L4_BACKENDS: Array<L4Backend> = Array::with_max_entries(MAX_L4_BACKENDS, 0);
+
+/// Maglev tables: for service `s` and generation `g`, elements
+/// `(s * L4_RING_GENERATIONS + g) * L4_RING_ELEMS ..` hold `L4_RING_LANES` backend slots each.
+#[map(name = "LBGW_L4_RING")]
+static L4_RING: Array<[u16; 4]> =
+    Array::with_max_entries(MAX_L4_SERVICES * L4_RING_GENERATIONS * L4_RING_ELEMS, 0);
+
+/// Connection table: client flow → backend and NAT, per CPU like Katran's (no cross-CPU
+/// contention; a flow stays on one CPU under RSS, and Maglev picks the same backend anyway).
+#[map(name = "LBGW_L4_FLOWS")]
+pub static L4_FLOWS: LruPerCpuHashMap<FlowKey, FlowState> =
+    LruPerCpuHashMap::with_max_entries(L4_MAX_FLOWS, 0);
+
+/// Reverse NAT: (backend, translated source) → the client and VIP. Shared by all CPUs because
+/// replies arrive on whichever CPU the backend's traffic lands on.
+#[map(name = "LBGW_L4_NAT")]
+pub static L4_NAT: LruHashMap<FlowKey, NatState> = LruHashMap::with_max_entries(L4_MAX_NAT, 0);
+
+#[map(name = "LBGW_L4_AFFINITY")]
+pub static L4_AFFINITY: LruHashMap<AffinityKey, AffinityState> =
+    LruHashMap::with_max_entries(L4_MAX_AFFINITY, 0);
+
 #[map(name = "LBGW_VIP_STATS")]
 static VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 
@@ -41,7 +75,8 @@ pub fn config() -> Config {
 
 /// Whether `addr` (as a VIP key) lies in one of the first `count` pools. A bounded scan of an
 /// array: cheaper than a trie for the handful of pools a site has.
-#[inline(always)]
+/// Out of line: the unrolled scan would otherwise spill into its callers' stack frames.
+#[inline(never)]
 pub fn in_pool(addr: &VipKey, count: u32) -> bool {
     let hi = u64::from_be_bytes([
         addr.addr[0],
@@ -137,4 +172,30 @@ pub fn count_vip_slot(slot: u32, field: fn(&mut VipStats) -> &mut u64) {
     if let Some(stats) = VIP_STATS.get_ptr_mut(slot) {
         unsafe { *field(&mut *stats) += 1 };
     }
+}
+
+/// The L4 service at `index`.
+#[inline(always)]
+pub fn l4_service(index: u32) -> Option<L4Service> {
+    L4_SERVICES.get(index).copied()
+}
+
+/// The backend in slot `index`.
+#[inline(always)]
+pub fn l4_backend(index: u32) -> Option<L4Backend> {
+    L4_BACKENDS.get(index).copied()
+}
+
+/// The backend slot at `position` of service `service`'s ring, generation `generation`.
+#[inline(always)]
+pub fn l4_ring(service: u32, generation: u32, position: u32) -> Option<u32> {
+    let lanes = lbgw_common::L4_RING_LANES;
+    let elem =
+        (service * L4_RING_GENERATIONS + (generation & 1)) * L4_RING_ELEMS + position / lanes;
+    let slots = L4_RING.get(elem)?;
+    let lane = (position % lanes) as usize;
+    if lane >= slots.len() {
+        return None;
+    }
+    Some(slots[lane] as u32)
 }

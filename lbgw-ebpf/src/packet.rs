@@ -15,6 +15,13 @@ pub enum Verdict {
     Pass(Counter),
     /// Drop the frame, counting why.
     Drop(Counter),
+    /// The frame was rewritten for another interface: `bpf_redirect` chose it.
+    Redirect(u32),
+    /// To be forwarded by the L4 service at the first index, counted in the VIP statistics
+    /// slot at the second: the classifier's answer, which the program turns into one of the
+    /// above with `l4::forward` (called from the program, not the classifier, so the two
+    /// stack frames are not stacked on each other).
+    Forward(u32, u32),
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` if the frame is too short.

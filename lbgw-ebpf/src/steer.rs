@@ -1,30 +1,32 @@
 //! Steering of IP traffic addressed to the LoadBalancer pools, at the earliest hook:
 //! - not in a pool: not lbgw's business, passed with nothing but a range check;
 //! - a pool address no object holds: dropped (nothing can answer it);
-//! - a VIP: ICMP echo answered in place; TCP/UDP/SCTP to a served port passed to the stack
-//!   (where a Gateway listener or, later, the L4 forwarder takes it); other ports and
-//!   protocols dropped; ICMP errors (fragmentation needed, packet too big) and fragments
+//! - a VIP: ICMP echo answered in place; TCP/UDP/SCTP to a Gateway listener's port passed to
+//!   the stack (where the `sk_lookup` program hands it to the proxy); to an L4 Service port
+//!   forwarded to a backend (`l4.rs`); other ports and protocols dropped; ICMP errors (fragmentation needed, packet too big) and fragments
 //!   passed, so that PMTU discovery and reassembly keep working in the kernel.
 //!
 //! Everything but ARP/NDP is off until userspace sets `Config::flags`.
 
 use aya_ebpf::programs::XdpContext;
 use lbgw_common::{
-    CONFIG_F_EARLY_DROP, CONFIG_F_ECHO, Counter, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortKey,
+    CONFIG_F_EARLY_DROP, CONFIG_F_L4_DNAT_ONLY, Counter, PORT_ACTION_L4, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP, PortKey,
 };
 
 use crate::{
     eth::L2,
     icmp,
     ip::{self, IPPROTO_ICMP, IPPROTO_ICMPV6},
-    maps,
+    l4, maps,
     packet::{Verdict, ptr_at},
 };
 
-#[inline(always)]
+/// Out of line (a BPF-to-BPF call), so no single stack frame passes the 512-byte limit.
+#[inline(never)]
 pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
     let cfg = maps::config();
-    if cfg.flags & (CONFIG_F_EARLY_DROP | CONFIG_F_ECHO) == 0 {
+    if cfg.pool_count == 0 {
         return Verdict::Pass(Counter::Passed);
     }
     let l3 = match ip::parse(ctx, l2) {
@@ -32,6 +34,13 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
         // Not a well-formed IP header: the kernel counts and drops it.
         Err(reason) => return Verdict::Pass(reason),
     };
+    // Replies of L4 Service backends come back to the node (source NAT) or to the client
+    // address (destination NAT only), never to a pool address: look for them first.
+    if cfg.snat_port_count != 0 || cfg.flags & CONFIG_F_L4_DNAT_ONLY != 0 {
+        if let Some(verdict) = l4::reverse(ctx, l2, &l3, &cfg) {
+            return verdict;
+        }
+    }
     if !maps::in_pool(&l3.dst, cfg.pool_count) {
         return Verdict::Pass(Counter::Passed);
     }
@@ -57,6 +66,9 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
                 _pad: 0,
             };
             if let Some(served) = maps::port(&key) {
+                if served.action == PORT_ACTION_L4 {
+                    return Verdict::Forward(served.target, served.stats_index);
+                }
                 maps::count_vip_slot(served.stats_index, |s| &mut s.passed);
                 return Verdict::Pass(Counter::VipPassed);
             }
@@ -88,7 +100,7 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
         Verdict::Drop(Counter::DroppedUnserved) => {
             maps::count_vip(&vip, |s| &mut s.dropped_unserved)
         }
-        Verdict::Drop(_) => {}
+        Verdict::Drop(_) | Verdict::Redirect(_) | Verdict::Forward(..) => {}
     }
     verdict
 }

@@ -6,7 +6,13 @@
 //! configuration's Gateways and HTTPRoutes. With `--no-xdp` it runs the proxy alone: no
 //! interface, no XDP program, no announcements, no privileges beyond binding the ports.
 
-use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -16,6 +22,8 @@ use crate::{
     config::{self, ConfigError, error_chain},
     dataplane::{
         AttachMode, Dataplane, DataplaneError, VipEntry,
+        host::{Host, HostError},
+        served::{self, SteeringOptions},
         sys::{self, Interface, SysError},
     },
     gateway::GatewayModel,
@@ -46,8 +54,13 @@ pub struct RunOptions {
     /// Pass traffic to unallocated pool addresses and unserved VIP ports to the kernel instead
     /// of dropping it in XDP.
     pub no_early_drop: bool,
-    /// Address the proxy binds its listener ports on; `None` for all addresses.
+    /// Address the proxy binds its listener ports on. `None`: with XDP, an ephemeral port on
+    /// loopback per Gateway port, reached through `sk_lookup`; without, every address.
     pub bind: Option<IpAddr>,
+    /// This node's name, for `externalTrafficPolicy: Local` (EndpointSlice `nodeName`).
+    pub node_name: Option<String>,
+    /// L4 source NAT port range: first port and count.
+    pub snat_ports: (u16, u16),
 }
 
 /// Why the daemon could not start or stopped.
@@ -67,6 +80,8 @@ pub enum DaemonError {
     Signal(#[source] std::io::Error),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Host(#[from] HostError),
 }
 
 /// Runs the data plane until SIGINT or SIGTERM.
@@ -78,7 +93,11 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let iface = Interface::by_name(iface_name)?;
 
     let (config, pools, plan) = allocate(&opts)?;
-    let proxy = start_proxy(&config, &plan, &opts)?;
+    // Without --bind, the proxy listens on loopback only, one ephemeral port per Gateway
+    // port; the sk_lookup program hands it the connections to its VIPs.
+    let steered = opts.bind.is_none();
+    let proxy = bind_proxy(&config, &plan, opts.bind.or(Some(loopback())), steered)?;
+    let proxy_ports: BTreeSet<u16> = proxy.local_addrs().iter().map(|(p, _)| *p).collect();
     let vips: Vec<VipEntry> = plan
         .vips()
         .iter()
@@ -94,21 +113,47 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
     }
     dataplane.sync_vips(&vips)?;
-    dataplane.set_steering(&crate::dataplane::served::steering(
+    let frontends = crate::l4::frontends(&config, &plan, opts.node_name.as_deref());
+    dataplane.set_l4(&frontends)?;
+    let steering = served::steering(
         &config,
         &plan,
         &pools,
-        !opts.no_early_drop,
-        true,
-    ))?;
+        &SteeringOptions {
+            early_drop: !opts.no_early_drop,
+            echo: true,
+            proxy_ports: Some(proxy_ports),
+            snat_ports: opts.snat_ports,
+        },
+    );
+    dataplane.set_steering(&steering)?;
+    dataplane.steer_to_proxy(&proxy.listener_fds())?;
+    dataplane.attach_sk_lookup()?;
+    let proxy = proxy.spawn();
     let mode = dataplane.attach(&iface, opts.xdp_mode)?;
     info!(
         iface = %iface.name,
         mac = %sys::format_mac(&iface.mac),
         %mode,
         vips = vips.len(),
+        l4_frontends = frontends.len(),
         "XDP program attached; answering ARP/NDP for the VIPs"
     );
+    // Local routes only once XDP drops ARP for VIPs other nodes own: with a local route the
+    // kernel would answer for them.
+    let mut host = Host::new()?;
+    let local = served::proxied_vips(&steering);
+    if let Err(err) = host.set_local_routes(&local).await {
+        dataplane.detach_all();
+        return Err(err.into());
+    }
+    if !local.is_empty() && steered {
+        info!(
+            vips = local.len(),
+            "proxied VIPs routed locally and steered to the proxy by sk_lookup"
+        );
+    }
+    host.resolve_neighbours(&dataplane.l4_backend_ips()).await;
 
     let announcer = Announcer::new(iface.ifindex, iface.mac)?;
     let ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
@@ -130,6 +175,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     proxy.stop().await;
     log_counters(&dataplane, &mut last_stats, true);
+    if let Err(err) = host.remove_local_routes().await {
+        warn!("{}", error_chain(&err));
+    }
     dataplane.detach_all();
     info!(iface = %iface.name, "XDP program detached");
     Ok(())
@@ -138,7 +186,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 /// `lbgw run --no-xdp`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
     let (config, _pools, plan) = allocate(opts)?;
-    let proxy = start_proxy(&config, &plan, opts)?;
+    let proxy = bind_proxy(&config, &plan, opts.bind, false)?.spawn();
     info!("lbgw ready (proxy only, no XDP)");
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
@@ -173,13 +221,14 @@ fn allocate(opts: &RunOptions) -> Result<(config::Config, Pools, Plan), DaemonEr
     Ok((config, pools, plan))
 }
 
-/// Builds the Gateway model and starts serving it; logs `proxy listening on <addr>` per
-/// bound port.
-fn start_proxy(
+/// Builds the Gateway model and binds its ports (on `bind`, every address when `None`;
+/// ephemeral ports when `ephemeral`); logs `proxy listening on <addr>` per bound port.
+fn bind_proxy(
     config: &config::Config,
     plan: &Plan,
-    opts: &RunOptions,
-) -> Result<crate::proxy::RunningProxy, DaemonError> {
+    bind: Option<IpAddr>,
+    ephemeral: bool,
+) -> Result<Proxy, DaemonError> {
     let (model, _status) = GatewayModel::build(config, plan);
     let listeners = model.listeners().count();
     if listeners == 0 {
@@ -192,15 +241,23 @@ fn start_proxy(
         );
     }
     let model = Arc::new(arc_swap::ArcSwap::from_pointee(model));
-    let proxy = Proxy::bind(
+    Ok(Proxy::bind(
         model,
         &ProxyOptions {
-            bind: opts.bind,
-            ephemeral_ports: false,
+            bind,
+            ephemeral_ports: ephemeral,
             drain_timeout: PROXY_DRAIN_TIMEOUT,
         },
-    )?;
-    Ok(proxy.spawn())
+    )?)
+}
+
+/// Where the steered proxy listens: `[::1]` (taking IPv4 too, as sk_lookup may hand an IPv6
+/// socket that is not v6-only IPv4 connections), or 127.0.0.1 on a host without IPv6.
+fn loopback() -> IpAddr {
+    match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
+        Ok(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
 }
 
 /// A ticker that skips its immediate first tick; a zero period never fires.

@@ -71,10 +71,19 @@ mod lbgw_run {
         /// Run only the Gateway API proxy: no XDP program, no VIP announcements.
         #[arg(long, conflicts_with = "iface")]
         pub no_xdp: bool,
-        /// Address the proxy binds each Gateway listener port on (default: all addresses,
-        /// IPv6 and IPv4).
+        /// Address the proxy binds each Gateway listener port on. Default with XDP: loopback,
+        /// an ephemeral port per Gateway port, with connections to the VIPs handed over by the
+        /// sk_lookup program; with --no-xdp: all addresses, IPv6 and IPv4.
         #[arg(long, value_name = "ADDR")]
         pub bind: Option<std::net::IpAddr>,
+        /// This node's name, matched against EndpointSlice nodeName for Services with
+        /// externalTrafficPolicy: Local (default: $NODE_NAME, else the host name).
+        #[arg(long, value_name = "NAME")]
+        pub node_name: Option<String>,
+        /// Ports the L4 forwarder uses for source NAT (externalTrafficPolicy: Cluster). Keep
+        /// them outside net.ipv4.ip_local_port_range (default 32768-60999).
+        #[arg(long, value_name = "FIRST-LAST", default_value = "61000-65535", value_parser = parse_port_range)]
+        pub snat_ports: (u16, u16),
         #[command(flatten)]
         pub pool: PoolArgs,
         /// XDP attach mode: auto tries native (driver) mode and falls back to generic.
@@ -108,12 +117,43 @@ mod lbgw_run {
             stats_interval: std::time::Duration::from_secs(args.stats_interval),
             no_early_drop: args.no_early_drop,
             bind: args.bind,
+            node_name: args
+                .node_name
+                .or_else(|| std::env::var("NODE_NAME").ok())
+                .or_else(host_name),
+            snat_ports: args.snat_ports,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         runtime.block_on(lbgw::daemon::run(opts))?;
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// `FIRST-LAST` → (first, count).
+    fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+        let (first, last) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s:?} is not a port range FIRST-LAST"))?;
+        let first: u16 = first
+            .trim()
+            .parse()
+            .map_err(|e| format!("{first:?}: {e}"))?;
+        let last: u16 = last.trim().parse().map_err(|e| format!("{last:?}: {e}"))?;
+        if first == 0 || last < first {
+            return Err(format!("{s:?}: need 1 <= FIRST <= LAST"));
+        }
+        let count = u16::try_from(u32::from(last) - u32::from(first) + 1)
+            .map_err(|_| format!("{s:?}: at most 65535 ports"))?;
+        Ok((first, count))
+    }
+
+    /// The kernel's host name (uname nodename), as Kubernetes names a node by default.
+    fn host_name() -> Option<String> {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
     }
 
     /// `lbgw maps`: the counters of every loaded lbgw XDP program.

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use lbgw::dataplane::{Dataplane, ServedPort, Steering, VipEntry};
+use lbgw::dataplane::{Dataplane, PortAction, ServedPort, Steering, VipEntry};
 use lbgw_common::{PROTO_TCP, PROTO_UDP};
 
 use crate::{packets::*, require_root};
@@ -59,7 +59,12 @@ pub fn dataplane() -> Dataplane {
         },
     ])
     .unwrap();
-    let served = |ip: IpAddr, proto, port| ServedPort { ip, proto, port };
+    let served = |ip: IpAddr, proto, port| ServedPort {
+        ip,
+        proto,
+        port,
+        action: PortAction::Local,
+    };
     dp.set_steering(&Steering {
         early_drop: true,
         echo: true,
@@ -75,6 +80,8 @@ pub fn dataplane() -> Dataplane {
             served(IpAddr::from(VIP), PROTO_UDP, 53),
             served(IpAddr::from(vip6()), PROTO_TCP, 443),
         ],
+        local_routes: false,
+        snat_ports: (0, 0),
     })
     .unwrap();
     dp

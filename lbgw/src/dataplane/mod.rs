@@ -3,24 +3,35 @@
 //!
 //! - [`object`]: the embedded eBPF object (built by `build.rs`);
 //! - [`sys`]: the few facts about the host read from sysfs/procfs (interfaces, privileges);
-//! - [`served`]: which VIP ports are served, from the configuration and the VIP plan;
+//! - [`served`]: which VIP ports are served, and by what, from the configuration and the plan;
+//! - [`l4`]: the L4 forwarder's maps (service indices, backend slots, Maglev rings);
+//! - [`host`]: local routes for the proxied VIPs and neighbour entries for L4 backends;
 //! - [`stats`]: the per-CPU counters, summed.
+//!
+//! Besides the XDP program, the object has an `sk_lookup` program that hands connections to a
+//! Gateway listener's (VIP, port) to the proxy's listening socket ([`Dataplane::steer_to_proxy`]).
+pub mod host;
+pub mod l4;
 pub mod object;
 pub mod served;
 pub mod stats;
 pub mod sys;
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::fd::AsRawFd,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, SockMap},
+    programs::{ProgramError, SkLookup, Xdp, XdpMode, sk_lookup::SkLookupLinkId, xdp::XdpLinkId},
 };
 use lbgw_common::{
-    Config, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo, IfaceKey, MAX_POOLS, MAX_PORTS, MAX_VIPS,
-    PORT_ACTION_LOCAL, PoolRange, PortInfo, PortKey, VIP_F_ANNOUNCE, VipInfo, VipKey, VipStats,
-    names,
+    CONFIG_F_L4_DNAT_ONLY, CONFIG_F_LOCAL_ROUTES, Config, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo,
+    IfaceKey, MAX_POOLS, MAX_PORTS, MAX_VIPS, PORT_ACTION_L4, PORT_ACTION_LOCAL, PORT_ACTION_PROXY,
+    PoolRange, PortInfo, PortKey, VIP_F_ANNOUNCE, VipInfo, VipKey, VipStats, names,
 };
 use tracing::{info, warn};
 
@@ -68,6 +79,30 @@ pub enum DataplaneError {
     TooManyPools,
     #[error("too many served ports: the data plane holds at most {MAX_PORTS}")]
     TooManyPorts,
+    #[error("building a Maglev table")]
+    Maglev(#[source] crate::l4::maglev::MaglevError),
+    #[error("attaching the sk_lookup program to this network namespace")]
+    SkLookup(#[source] ProgramError),
+    #[error("opening this process's network namespace (/proc/self/ns/net)")]
+    Netns(#[source] std::io::Error),
+    #[error("putting the proxy's socket for port {port} into {map}", map = names::LISTENERS)]
+    Listener {
+        port: u16,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Who serves a (VIP, protocol, port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortAction {
+    /// The kernel stack: whatever listens there (e.g. a Gateway TCP/UDP listener, which lbgw's
+    /// proxy does not implement).
+    Local,
+    /// lbgw's proxy, through the `sk_lookup` program.
+    Proxy,
+    /// The L4 forwarder in XDP.
+    L4,
 }
 
 /// A (VIP, protocol, port) something serves; traffic to other ports of a VIP is dropped.
@@ -77,6 +112,7 @@ pub struct ServedPort {
     /// IANA protocol number (`lbgw_common::PROTO_*`).
     pub proto: u8,
     pub port: u16,
+    pub action: PortAction,
 }
 
 /// What the XDP program does with IP traffic for the pools.
@@ -89,6 +125,10 @@ pub struct Steering {
     /// The pools' address ranges, (first, last) inclusive.
     pub pools: Vec<(IpAddr, IpAddr)>,
     pub ports: Vec<ServedPort>,
+    /// The proxied VIPs have local routes: drop ARP for those this node does not announce.
+    pub local_routes: bool,
+    /// L4 source NAT port range: first port and count (0: no source NAT).
+    pub snat_ports: (u16, u16),
 }
 
 /// How the XDP program is attached.
@@ -134,9 +174,13 @@ pub struct Dataplane {
     config: Array<MapData, Config>,
     pools: Array<MapData, PoolRange>,
     ports: HashMap<MapData, PortKey, PortInfo>,
+    listeners: SockMap<MapData>,
+    l4_maps: l4::L4Maps,
+    l4: l4::L4State,
     /// Statistics slot of each VIP in the map; a VIP keeps its slot while it stays.
     slots: BTreeMap<IpAddr, u32>,
     attached: Vec<(String, AttachMode, XdpLinkId)>,
+    sk_lookup: Option<SkLookupLinkId>,
 }
 
 impl Dataplane {
@@ -166,6 +210,21 @@ impl Dataplane {
             name: names::XDP_PROGRAM,
             source,
         })?;
+        let sk_lookup: &mut SkLookup = ebpf
+            .program_mut(names::SK_LOOKUP_PROGRAM)
+            .ok_or(DataplaneError::Missing {
+                what: "program",
+                name: names::SK_LOOKUP_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                name: names::SK_LOOKUP_PROGRAM,
+                source,
+            })?;
+        sk_lookup.load().map_err(|source| DataplaneError::Program {
+            name: names::SK_LOOKUP_PROGRAM,
+            source,
+        })?;
         let vips = take_map(&mut ebpf, names::VIPS)?;
         let ifaces = take_map(&mut ebpf, names::IFACES)?;
         let iface_array = take_map(&mut ebpf, names::IFACE_ARRAY)?;
@@ -174,6 +233,12 @@ impl Dataplane {
         let config = take_map(&mut ebpf, names::CONFIG)?;
         let pools = take_map(&mut ebpf, names::POOLS)?;
         let ports = take_map(&mut ebpf, names::PORTS)?;
+        let listeners = take_map(&mut ebpf, names::LISTENERS)?;
+        let l4_maps = l4::L4Maps {
+            services: take_map(&mut ebpf, names::L4_SERVICES)?,
+            backends: take_map(&mut ebpf, names::L4_BACKENDS)?,
+            ring: take_map(&mut ebpf, names::L4_RING)?,
+        };
         Ok(Self {
             ebpf,
             vips,
@@ -184,8 +249,12 @@ impl Dataplane {
             config,
             pools,
             ports,
+            listeners,
+            l4_maps,
+            l4: l4::L4State::default(),
             slots: BTreeMap::new(),
             attached: Vec::new(),
+            sk_lookup: None,
         })
     }
 
@@ -278,12 +347,67 @@ impl Dataplane {
         Ok(mode)
     }
 
+    /// Attaches the `sk_lookup` program to the network namespace lbgw runs in: from then on,
+    /// new connections to a (VIP, port) served by the proxy go to the socket registered with
+    /// [`Dataplane::steer_to_proxy`] for that port.
+    pub fn attach_sk_lookup(&mut self) -> Result<(), DataplaneError> {
+        let netns = std::fs::File::open("/proc/self/ns/net").map_err(DataplaneError::Netns)?;
+        let program: &mut SkLookup = self
+            .ebpf
+            .program_mut(names::SK_LOOKUP_PROGRAM)
+            .and_then(|p| <&mut SkLookup>::try_from(p).ok())
+            .ok_or(DataplaneError::Missing {
+                what: "program",
+                name: names::SK_LOOKUP_PROGRAM,
+            })?;
+        let link = program.attach(&netns).map_err(DataplaneError::SkLookup)?;
+        self.sk_lookup = Some(link);
+        Ok(())
+    }
+
+    /// Registers the proxy's listening socket of each Gateway port, for the `sk_lookup`
+    /// program. Ports not listed keep whatever socket they had.
+    pub fn steer_to_proxy<S: AsRawFd>(
+        &mut self,
+        sockets: &[(u16, S)],
+    ) -> Result<(), DataplaneError> {
+        for (port, socket) in sockets {
+            self.listeners
+                .set(u32::from(*port), socket, 0)
+                .map_err(|source| DataplaneError::Listener {
+                    port: *port,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the L4 forwarder serve exactly `frontends` (call before [`Dataplane::set_steering`],
+    /// which points their ports at the service indices given here).
+    pub fn set_l4(&mut self, frontends: &[crate::l4::Frontend]) -> Result<(), DataplaneError> {
+        self.l4.sync(&mut self.l4_maps, frontends)
+    }
+
+    /// The addresses of every L4 backend, whose next hops must stay resolved.
+    pub fn l4_backend_ips(&self) -> BTreeSet<IpAddr> {
+        self.l4.backend_ips()
+    }
+
     /// Detaches the program from every interface it was attached to.
     pub fn detach_all(&mut self) {
         for (iface, _, link) in std::mem::take(&mut self.attached) {
             if let Err(err) = self.program().detach(link) {
                 warn!(%iface, "detaching XDP failed: {err}");
             }
+        }
+        if let Some(link) = self.sk_lookup.take()
+            && let Some(program) = self
+                .ebpf
+                .program_mut(names::SK_LOOKUP_PROGRAM)
+                .and_then(|p| <&mut SkLookup>::try_from(p).ok())
+            && let Err(err) = program.detach(link)
+        {
+            warn!("detaching sk_lookup failed: {err}");
         }
     }
 
@@ -361,25 +485,42 @@ impl Dataplane {
                 .set(i as u32, range, 0)
                 .map_err(map_err(names::POOLS))?;
         }
-        let wanted: std::collections::BTreeSet<ServedPort> =
-            steering.ports.iter().copied().collect();
+        let wanted: std::collections::HashMap<PortKey, PortInfo> = steering
+            .ports
+            .iter()
+            .map(|port| {
+                let stats_index = self.slots.get(&port.ip).copied().unwrap_or(u32::MAX);
+                let l4 = self.l4.services.get(&(port.ip, port.proto, port.port));
+                let (action, target) = match (port.action, l4) {
+                    (PortAction::L4, Some(slot)) => (PORT_ACTION_L4, slot.index),
+                    // An L4 frontend the forwarder could not take: the stack gets it.
+                    (PortAction::L4, None) | (PortAction::Local, _) => (PORT_ACTION_LOCAL, 0),
+                    // The listener map is indexed by port.
+                    (PortAction::Proxy, _) => (PORT_ACTION_PROXY, u32::from(port.port)),
+                };
+                // Call `sync_vips` first: a port of a VIP without a slot is served but not
+                // counted.
+                let info = PortInfo {
+                    action,
+                    stats_index,
+                    target,
+                    _pad: 0,
+                };
+                (port_key(port), info)
+            })
+            .collect();
         let existing: Vec<PortKey> = self.ports.keys().filter_map(Result::ok).collect();
         for key in existing {
-            if !wanted.contains(&port_from_key(&key)) {
+            if !wanted.contains_key(&key) {
                 match self.ports.remove(&key) {
                     Ok(()) | Err(MapError::KeyNotFound) => {}
                     Err(source) => return Err(map_err(names::PORTS)(source)),
                 }
             }
         }
-        for port in &wanted {
-            // Call `sync_vips` first: a port of a VIP without a slot is served but not counted.
-            let info = PortInfo {
-                action: PORT_ACTION_LOCAL,
-                stats_index: self.slots.get(&port.ip).copied().unwrap_or(u32::MAX),
-            };
+        for (key, info) in &wanted {
             self.ports
-                .insert(port_key(port), info, 0)
+                .insert(key, info, 0)
                 .map_err(map_err(names::PORTS))?;
         }
         let mut flags = 0;
@@ -389,9 +530,17 @@ impl Dataplane {
         if steering.echo {
             flags |= lbgw_common::CONFIG_F_ECHO;
         }
+        if steering.local_routes {
+            flags |= CONFIG_F_LOCAL_ROUTES;
+        }
+        if self.l4.dnat_only {
+            flags |= CONFIG_F_L4_DNAT_ONLY;
+        }
         let config = Config {
             flags,
             pool_count: steering.pools.len() as u32,
+            snat_port_min: steering.snat_ports.0,
+            snat_port_count: steering.snat_ports.1,
         };
         self.config
             .set(0, config, 0)
@@ -448,14 +597,6 @@ fn port_key(port: &ServedPort) -> PortKey {
         port_be: port.port.to_be(),
         proto: port.proto,
         _pad: 0,
-    }
-}
-
-fn port_from_key(key: &PortKey) -> ServedPort {
-    ServedPort {
-        ip: stats::key_to_ip(&VipKey { addr: key.addr }),
-        proto: key.proto,
-        port: u16::from_be(key.port_be),
     }
 }
 

@@ -1,27 +1,37 @@
-//! What the XDP program must let through to each VIP, derived from the configuration and the
-//! VIP plan: the listener ports of Gateways and the ports of LoadBalancer Services.
+//! What the XDP program must let through to each VIP, and to whom, derived from the
+//! configuration and the VIP plan: the listener ports of Gateways (lbgw's proxy, or the stack)
+//! and the ports of LoadBalancer Services (the L4 forwarder).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lbgw_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
-use super::{ServedPort, Steering};
+use super::{PortAction, ServedPort, Steering};
 use crate::{
     config::Config,
     ipam::{Plan, Pools},
 };
 
+/// Switches of the steering, from `lbgw run`'s options.
+#[derive(Clone, Debug, Default)]
+pub struct SteeringOptions {
+    /// Drop traffic to unallocated pool addresses and unserved VIP ports.
+    pub early_drop: bool,
+    /// Answer ICMP echo to VIPs.
+    pub echo: bool,
+    /// The Gateway ports lbgw's proxy listens on, steered to it by `sk_lookup` (with local
+    /// routes for their VIPs); `None`: Gateway ports are left to the stack.
+    pub proxy_ports: Option<BTreeSet<u16>>,
+    /// L4 source NAT port range (first, count).
+    pub snat_ports: (u16, u16),
+}
+
 /// The steering of the pools' traffic: every pool block, and for every VIP the ports its
 /// owner serves. Gateway listeners are TCP (HTTP, HTTPS, TLS and TCP listeners) or UDP (UDP
-/// listeners); Service ports carry their own protocol (TCP when unset, as in Kubernetes).
-pub fn steering(
-    config: &Config,
-    plan: &Plan,
-    pools: &Pools,
-    early_drop: bool,
-    echo: bool,
-) -> Steering {
-    let mut ports = BTreeSet::new();
+/// listeners); Service ports carry their own protocol (TCP when unset, as in Kubernetes) and
+/// go to the L4 forwarder (TCP and UDP; SCTP is left to the stack).
+pub fn steering(config: &Config, plan: &Plan, pools: &Pools, opts: &SteeringOptions) -> Steering {
+    let mut ports: BTreeMap<(std::net::IpAddr, u8, u16), PortAction> = BTreeMap::new();
     for gateway in config.managed_gateways() {
         for ip in plan.ips_of(&gateway.id) {
             for listener in &gateway.object.spec.listeners {
@@ -33,7 +43,14 @@ pub fn steering(
                 } else {
                     PROTO_TCP
                 };
-                ports.insert(ServedPort { ip, proto, port });
+                let proxied = proto == PROTO_TCP
+                    && opts.proxy_ports.as_ref().is_some_and(|p| p.contains(&port));
+                let action = if proxied {
+                    PortAction::Proxy
+                } else {
+                    PortAction::Local
+                };
+                ports.insert((ip, proto, port), action);
             }
         }
     }
@@ -46,16 +63,12 @@ pub fn steering(
                 let Ok(number) = u16::try_from(port.port) else {
                     continue;
                 };
-                let proto = match port.protocol.as_deref() {
-                    Some("UDP") => PROTO_UDP,
-                    Some("SCTP") => PROTO_SCTP,
-                    _ => PROTO_TCP,
+                let (proto, action) = match port.protocol.as_deref() {
+                    Some("UDP") => (PROTO_UDP, PortAction::L4),
+                    Some("SCTP") => (PROTO_SCTP, PortAction::Local),
+                    _ => (PROTO_TCP, PortAction::L4),
                 };
-                ports.insert(ServedPort {
-                    ip,
-                    proto,
-                    port: number,
-                });
+                ports.insert((ip, proto, number), action);
             }
         }
     }
@@ -65,11 +78,31 @@ pub fn steering(
         .flat_map(|pool| pool.blocks.iter().map(|b| (b.first, b.last)))
         .collect();
     Steering {
-        early_drop,
-        echo,
+        early_drop: opts.early_drop,
+        echo: opts.echo,
         pools: blocks,
-        ports: ports.into_iter().collect(),
+        ports: ports
+            .into_iter()
+            .map(|((ip, proto, port), action)| ServedPort {
+                ip,
+                proto,
+                port,
+                action,
+            })
+            .collect(),
+        local_routes: opts.proxy_ports.is_some(),
+        snat_ports: opts.snat_ports,
     }
+}
+
+/// The VIPs that need a local route: those with a port steered to the proxy.
+pub fn proxied_vips(steering: &Steering) -> BTreeSet<std::net::IpAddr> {
+    steering
+        .ports
+        .iter()
+        .filter(|p| p.action == PortAction::Proxy)
+        .map(|p| p.ip)
+        .collect()
 }
 
 #[cfg(test)]
@@ -109,7 +142,13 @@ spec:
         let pools = Pools::resolve(&["192.0.2.0/24".into()], None, &config).unwrap();
         let plan = ipam::allocate(&pools, &config, &State::default());
         assert!(plan.is_ok(), "{}", plan);
-        let s = steering(&config, &plan, &pools, true, true);
+        let opts = SteeringOptions {
+            early_drop: true,
+            echo: true,
+            proxy_ports: Some([80].into()),
+            snat_ports: (61000, 4536),
+        };
+        let s = steering(&config, &plan, &pools, &opts);
         let dns = "192.0.2.53".parse().unwrap();
         let web = "192.0.2.80".parse().unwrap();
         assert_eq!(
@@ -118,22 +157,26 @@ spec:
                 ServedPort {
                     ip: dns,
                     proto: PROTO_TCP,
-                    port: 53
+                    port: 53,
+                    action: PortAction::L4
                 },
                 ServedPort {
                     ip: dns,
                     proto: PROTO_UDP,
-                    port: 53
+                    port: 53,
+                    action: PortAction::L4
                 },
                 ServedPort {
                     ip: web,
                     proto: PROTO_TCP,
-                    port: 80
+                    port: 80,
+                    action: PortAction::Proxy
                 },
                 ServedPort {
                     ip: web,
                     proto: PROTO_TCP,
-                    port: 443
+                    port: 443,
+                    action: PortAction::Local
                 },
             ]
         );
@@ -141,6 +184,7 @@ spec:
             s.pools,
             vec![("192.0.2.0".parse().unwrap(), "192.0.2.255".parse().unwrap())]
         );
-        assert!(s.early_drop && s.echo);
+        assert!(s.early_drop && s.echo && s.local_routes);
+        assert_eq!(proxied_vips(&s), [web].into());
     }
 }

@@ -19,7 +19,7 @@
 //!
 //! [`CertifiedKey`]: rustls::sign::CertifiedKey
 
-mod backend;
+pub(crate) mod backend;
 pub mod explain;
 mod grant;
 mod listener;

@@ -137,6 +137,15 @@ impl Proxy {
         })
     }
 
+    /// The Gateway port and listening socket of every port, for the `sk_lookup` steering.
+    pub fn listener_fds(&self) -> Vec<(u16, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.sockets
+            .iter()
+            .map(|(port, s)| (*port, s.as_fd()))
+            .collect()
+    }
+
     /// The Gateway port and local address of every socket.
     pub fn local_addrs(&self) -> Vec<(u16, SocketAddr)> {
         self.sockets
