@@ -200,7 +200,8 @@ pub struct PortKey {
 /// implement, such as TCP or UDP listeners): passed.
 pub const PORT_ACTION_LOCAL: u32 = 1;
 /// A Gateway listener of lbgw's proxy: passed, and the `sk_lookup` program hands the
-/// connection to the proxy socket at index [`PortInfo::target`] of `LBGW_LISTENERS`.
+/// connection to the proxy socket at index [`PortInfo::target`] of `LBGW_LISTENERS` (plus
+/// [`LISTENERS_V6_OFFSET`] for IPv6).
 pub const PORT_ACTION_PROXY: u32 = 2;
 /// An L4 LoadBalancer Service port: forwarded in XDP to a backend of the L4 service at index
 /// [`PortInfo::target`] of `LBGW_L4_SVCS`.
@@ -220,8 +221,11 @@ pub struct PortInfo {
     pub _pad: u32,
 }
 
-/// Entries of the listener SOCKMAP: one per possible port number.
-pub const MAX_LISTENERS: u32 = 65536;
+/// Entries of the listener SOCKMAP: an IPv4 and an IPv6 socket per possible port number (the
+/// kernel will not hand an IPv4 connection to a dual-stack socket bound to `::1`).
+pub const MAX_LISTENERS: u32 = 2 * 65536;
+/// Index offset of the IPv6 sockets in the listener SOCKMAP.
+pub const LISTENERS_V6_OFFSET: u32 = 65536;
 
 /// L4 services (one per VIP, protocol and port of a LoadBalancer Service) the data plane holds.
 pub const MAX_L4_SERVICES: u32 = 128;

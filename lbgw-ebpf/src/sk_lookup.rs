@@ -7,7 +7,7 @@
 //! their local address. Anything else continues with the kernel's regular lookup.
 
 use aya_ebpf::{macros::sk_lookup, programs::SkLookupContext};
-use lbgw_common::{PORT_ACTION_PROXY, PortKey, VipKey};
+use lbgw_common::{LISTENERS_V6_OFFSET, PORT_ACTION_PROXY, PortKey, VipKey};
 
 use crate::maps;
 
@@ -63,7 +63,12 @@ pub fn lbgw_sk_lookup(ctx: SkLookupContext) -> u32 {
     if let Some(served) = maps::port(&key) {
         if served.action == PORT_ACTION_PROXY {
             // A missing socket (the proxy is restarting) leaves the regular lookup to answer.
-            let _ = maps::LISTENERS.redirect_sk_lookup(&ctx, served.target, 0);
+            let index = if family == AF_INET6 {
+                served.target + LISTENERS_V6_OFFSET
+            } else {
+                served.target
+            };
+            let _ = maps::LISTENERS.redirect_sk_lookup(&ctx, index, 0);
         }
     }
     SK_PASS

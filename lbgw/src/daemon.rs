@@ -6,13 +6,7 @@
 //! configuration's Gateways and HTTPRoutes. With `--no-xdp` it runs the proxy alone: no
 //! interface, no XDP program, no announcements, no privileges beyond binding the ports.
 
-use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -96,7 +90,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     // Without --bind, the proxy listens on loopback only, one ephemeral port per Gateway
     // port; the sk_lookup program hands it the connections to its VIPs.
     let steered = opts.bind.is_none();
-    let proxy = bind_proxy(&config, &plan, opts.bind.or(Some(loopback())), steered)?;
+    let proxy = bind_proxy(&config, &plan, opts.bind, steered)?;
     let proxy_ports: BTreeSet<u16> = proxy.local_addrs().iter().map(|(p, _)| *p).collect();
     let vips: Vec<VipEntry> = plan
         .vips()
@@ -221,13 +215,14 @@ fn allocate(opts: &RunOptions) -> Result<(config::Config, Pools, Plan), DaemonEr
     Ok((config, pools, plan))
 }
 
-/// Builds the Gateway model and binds its ports (on `bind`, every address when `None`;
-/// ephemeral ports when `ephemeral`); logs `proxy listening on <addr>` per bound port.
+/// Builds the Gateway model and binds its ports: on `bind` (every address when `None`), or,
+/// when `steered`, on loopback ephemeral ports for sk_lookup; logs `proxy listening on <addr>`
+/// per bound socket.
 fn bind_proxy(
     config: &config::Config,
     plan: &Plan,
     bind: Option<IpAddr>,
-    ephemeral: bool,
+    steered: bool,
 ) -> Result<Proxy, DaemonError> {
     let (model, _status) = GatewayModel::build(config, plan);
     let listeners = model.listeners().count();
@@ -245,19 +240,11 @@ fn bind_proxy(
         model,
         &ProxyOptions {
             bind,
-            ephemeral_ports: ephemeral,
+            ephemeral_ports: false,
             drain_timeout: PROXY_DRAIN_TIMEOUT,
+            steered,
         },
     )?)
-}
-
-/// Where the steered proxy listens: `[::1]` (taking IPv4 too, as sk_lookup may hand an IPv6
-/// socket that is not v6-only IPv4 connections), or 127.0.0.1 on a host without IPv6.
-fn loopback() -> IpAddr {
-    match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
-        Ok(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    }
 }
 
 /// A ticker that skips its immediate first tick; a zero period never fires.

@@ -30,8 +30,9 @@ use aya::{
 };
 use lbgw_common::{
     CONFIG_F_L4_DNAT_ONLY, CONFIG_F_LOCAL_ROUTES, Config, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo,
-    IfaceKey, MAX_POOLS, MAX_PORTS, MAX_VIPS, PORT_ACTION_L4, PORT_ACTION_LOCAL, PORT_ACTION_PROXY,
-    PoolRange, PortInfo, PortKey, VIP_F_ANNOUNCE, VipInfo, VipKey, VipStats, names,
+    IfaceKey, LISTENERS_V6_OFFSET, MAX_POOLS, MAX_PORTS, MAX_VIPS, PORT_ACTION_L4,
+    PORT_ACTION_LOCAL, PORT_ACTION_PROXY, PoolRange, PortInfo, PortKey, VIP_F_ANNOUNCE, VipInfo,
+    VipKey, VipStats, names,
 };
 use tracing::{info, warn};
 
@@ -365,15 +366,16 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Registers the proxy's listening socket of each Gateway port, for the `sk_lookup`
-    /// program. Ports not listed keep whatever socket they had.
+    /// Registers the proxy's listening sockets of each Gateway port (IPv4 and IPv6), for the
+    /// `sk_lookup` program. Ports not listed keep whatever socket they had.
     pub fn steer_to_proxy<S: AsRawFd>(
         &mut self,
-        sockets: &[(u16, S)],
+        sockets: &[(u16, bool, S)],
     ) -> Result<(), DataplaneError> {
-        for (port, socket) in sockets {
+        for (port, ipv6, socket) in sockets {
+            let index = u32::from(*port) + if *ipv6 { LISTENERS_V6_OFFSET } else { 0 };
             self.listeners
-                .set(u32::from(*port), socket, 0)
+                .set(index, socket, 0)
                 .map_err(|source| DataplaneError::Listener {
                     port: *port,
                     source,

@@ -32,7 +32,11 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(bind_err)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(false).map_err(bind_err)?;
+        // The wildcard `[::]` takes IPv4 too; a specific IPv6 address (`::1` for sk_lookup
+        // steering) takes only IPv6.
+        socket
+            .set_only_v6(!addr.ip().is_unspecified())
+            .map_err(bind_err)?;
     }
     // A restarted lbgw must be able to bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true).map_err(bind_err)?;

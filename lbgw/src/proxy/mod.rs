@@ -59,6 +59,11 @@ pub struct ProxyOptions {
     pub ephemeral_ports: bool,
     /// How long in-flight requests may go on after shutdown began.
     pub drain_timeout: Duration,
+    /// Bind every Gateway port twice on loopback, `127.0.0.1` and `[::1]` (IPv6 only), on
+    /// ephemeral ports, for the `sk_lookup` program to hand VIP connections to (it cannot give
+    /// an IPv4 connection to a dual-stack socket bound to `::1`); `bind` and
+    /// `ephemeral_ports` are then ignored.
+    pub steered: bool,
 }
 
 impl Default for ProxyOptions {
@@ -67,6 +72,7 @@ impl Default for ProxyOptions {
             bind: None,
             ephemeral_ports: false,
             drain_timeout: Duration::from_secs(5),
+            steered: false,
         }
     }
 }
@@ -114,13 +120,26 @@ impl Proxy {
         opts: &ProxyOptions,
     ) -> Result<Self, ProxyError> {
         let ports: Vec<u16> = model.load().ports.iter().map(|p| p.port).collect();
-        let sockets = ports
-            .into_iter()
-            .map(|port| {
-                let bind_port = if opts.ephemeral_ports { 0 } else { port };
-                listener::bind(opts.bind, bind_port).map(|socket| (port, socket))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let sockets = if opts.steered {
+            ports
+                .into_iter()
+                .flat_map(|port| {
+                    [
+                        IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                    ]
+                    .map(|ip| listener::bind(Some(ip), 0).map(|socket| (port, socket)))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            ports
+                .into_iter()
+                .map(|port| {
+                    let bind_port = if opts.ephemeral_ports { 0 } else { port };
+                    listener::bind(opts.bind, bind_port).map(|socket| (port, socket))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
         for (port, socket) in &sockets {
             if let Ok(addr) = socket.local_addr() {
                 tracing::info!(gateway_port = port, "proxy listening on {addr}");
@@ -137,12 +156,13 @@ impl Proxy {
         })
     }
 
-    /// The Gateway port and listening socket of every port, for the `sk_lookup` steering.
-    pub fn listener_fds(&self) -> Vec<(u16, std::os::fd::BorrowedFd<'_>)> {
+    /// The Gateway port, address family (true: IPv6) and listening socket of every socket,
+    /// for the `sk_lookup` steering.
+    pub fn listener_fds(&self) -> Vec<(u16, bool, std::os::fd::BorrowedFd<'_>)> {
         use std::os::fd::AsFd;
         self.sockets
             .iter()
-            .map(|(port, s)| (*port, s.as_fd()))
+            .filter_map(|(port, s)| Some((*port, s.local_addr().ok()?.is_ipv6(), s.as_fd())))
             .collect()
     }
 

@@ -1,0 +1,364 @@
+//! End to end through the data plane, in network namespaces joined by a bridge (a LAN): a
+//! client host, the node running the real `lbgw` binary with XDP on its `eth0`, and backend
+//! hosts. Nothing is configured for the VIPs on the node: ARP is answered by XDP, Gateway
+//! traffic reaches the proxy through local routes lbgw adds and its `sk_lookup` program, and
+//! L4 Service traffic is forwarded to the backends by XDP.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use lbgw_tests::{
+    daemon::Lbgw,
+    lan::{HttpNameServer, Lan, NameClient, NameServer, ask_udp, in_netns},
+    lbgw_bin,
+    netns::Netns,
+    proxy::{Certificate, tls_secret},
+};
+
+const HOST: &str = "ai.homelab.internal";
+
+struct Site {
+    _lan: Lan,
+    client: Netns,
+    node: Netns,
+    backends: Vec<Netns>,
+    dir: tempfile::TempDir,
+}
+
+/// Client .1, node .254, backends .101, .102, … (and the same in 2001:db8::/64).
+fn site(backends: usize) -> Site {
+    let mut lan = Lan::new();
+    let client = lan.host("client", "192.0.2.1", "2001:db8::1");
+    let node = lan.host("node", "192.0.2.254", "2001:db8::fe");
+    let backends = (0..backends)
+        .map(|i| {
+            lan.host(
+                &format!("b{}", i + 1),
+                &format!("192.0.2.{}", 101 + i),
+                &format!("2001:db8::{:x}", 0x101 + i),
+            )
+        })
+        .collect();
+    Site {
+        _lan: lan,
+        client,
+        node,
+        backends,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn start_lbgw(site: &Site, config: &str) -> Lbgw {
+    let path = site.dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = site.node.cmd(lbgw_bin());
+    cmd.args(["run", "--iface", "eth0", "--config"])
+        .arg(&path)
+        .args([
+            "--lb-cidr",
+            "192.0.2.16/28",
+            "--lb-cidr",
+            "192.0.2.48/28",
+            "--lb-cidr",
+            "2001:db8::100/120",
+            "--announce-interval",
+            "0",
+            "--state",
+        ])
+        .arg(site.dir.path().join("ipam.json"));
+    let mut lbgw = Lbgw::spawn(cmd);
+    lbgw.wait_for("lbgw ready", Duration::from_secs(60));
+    lbgw
+}
+
+fn curl(client: &Netns, args: &[&str]) -> (bool, String) {
+    let out = client
+        .cmd("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn maps(node: &Netns) -> String {
+    let out = node
+        .cmd(lbgw_bin())
+        .arg("maps")
+        .output()
+        .expect("lbgw maps");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn gateway_config(cert: &Certificate) -> String {
+    format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: ai-gateway, namespace: default}}
+spec:
+  gatewayClassName: lbgw
+  addresses: [{{type: IPAddress, value: 192.0.2.20}}, {{type: IPAddress, value: "2001:db8::120"}}]
+  listeners:
+    - name: https
+      protocol: HTTPS
+      port: 443
+      hostname: {HOST}
+      tls: {{certificateRefs: [{{name: ai-tls}}]}}
+    - {{name: http, protocol: HTTP, port: 80}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: other, namespace: default}}
+spec:
+  gatewayClassName: lbgw
+  addresses: [{{type: IPAddress, value: 192.0.2.21}}]
+  listeners:
+    - {{name: http, protocol: HTTP, port: 80}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: ollama, namespace: default}}
+spec:
+  parentRefs: [{{name: ai-gateway}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /ollama}}}}]
+      backendRefs: [{{name: ollama, port: 11434}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: other, namespace: default}}
+spec:
+  parentRefs: [{{name: other}}]
+  rules:
+    - backendRefs: [{{name: n8n, port: 5678}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ollama, namespace: default}}
+spec: {{ports: [{{port: 11434}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: ollama-1, namespace: default, labels: {{kubernetes.io/service-name: ollama}}}}
+addressType: IPv4
+ports: [{{port: 11434}}]
+endpoints: [{{addresses: ["192.0.2.101"]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: n8n, namespace: default}}
+spec: {{ports: [{{port: 5678}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: n8n-1, namespace: default, labels: {{kubernetes.io/service-name: n8n}}}}
+addressType: IPv4
+ports: [{{port: 5678}}]
+endpoints: [{{addresses: ["192.0.2.101"]}}]
+---
+{}"#,
+        tls_secret("ai-tls", cert)
+    )
+}
+
+/// client → https://ai.homelab.internal (resolved to the VIP) → XDP → local route →
+/// sk_lookup → the proxy on loopback → TLS → HTTPRoute → backend host.
+#[test]
+fn gateway_traffic_reaches_the_proxy_through_sk_lookup() {
+    let site = site(1);
+    let cert = Certificate::self_signed(&[HOST]);
+    let ca = cert.write(site.dir.path(), "ca.pem");
+    let _ollama = HttpNameServer::start(
+        &site.backends[0],
+        "0.0.0.0:11434".parse().unwrap(),
+        "ollama",
+    );
+    let _n8n = HttpNameServer::start(&site.backends[0], "0.0.0.0:5678".parse().unwrap(), "n8n");
+    let mut lbgw = start_lbgw(&site, &gateway_config(&cert));
+    let ca = ca.to_str().unwrap();
+
+    for vip in ["192.0.2.20", "[2001:db8::120]"] {
+        let resolve = format!("{HOST}:443:{vip}");
+        let (ok, out) = curl(
+            &site.client,
+            &[
+                "--cacert",
+                ca,
+                "--resolve",
+                &resolve,
+                &format!("https://{HOST}/ollama/api/tags"),
+            ],
+        );
+        assert!(ok, "HTTPS via {vip}: {out}\n{}", lbgw.log());
+        // The backend saw the node's address: the proxy connected from the node.
+        assert_eq!(out, "ollama /ollama/api/tags 192.0.2.254", "via {vip}");
+    }
+
+    // Each Gateway's listeners serve only their own VIP: port 80 of two VIPs, two routes.
+    let (ok, out) = curl(&site.client, &["http://192.0.2.20/ollama/x"]);
+    assert!(ok && out.starts_with("ollama /ollama/x"), "{out}");
+    let (ok, out) = curl(&site.client, &["http://192.0.2.21/ollama/x"]);
+    assert!(ok && out.starts_with("n8n /ollama/x"), "{out}");
+
+    // The proxy binds no VIP and no public port: only loopback.
+    let ss = site.node.cmd("ss").args(["-Hltn"]).output().expect("ss");
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    for line in ss.lines() {
+        let local = line.split_whitespace().nth(3).unwrap_or_default();
+        assert!(
+            local.starts_with("[::1]:") || local.starts_with("127.0.0.1:"),
+            "a listening socket outside loopback: {line}\n{ss}"
+        );
+    }
+
+    // A port nothing serves: no answer at all (dropped in XDP, not refused by the kernel).
+    let started = Instant::now();
+    let (ok, out) = curl(
+        &site.client,
+        &["--max-time", "2", "http://192.0.2.20:8080/"],
+    );
+    assert!(
+        !ok && started.elapsed() >= Duration::from_millis(1900),
+        "{out}"
+    );
+    let counters = maps(&site.node);
+    assert!(
+        counters.contains("dropped_unserved"),
+        "lbgw maps:\n{counters}"
+    );
+
+    // On exit lbgw takes its local routes away.
+    lbgw.stop(Duration::from_secs(10));
+    let routes = site.node.ip(&["route", "show", "table", "local"]);
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        !routes.contains("192.0.2.20"),
+        "local route left behind:\n{routes}"
+    );
+}
+
+fn l4_config() -> String {
+    r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+  annotations: {lbipam.cilium.io/ips: "192.0.2.53,2001:db8::153"}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  ports:
+    - {name: tcp, port: 7000, protocol: TCP, targetPort: 7001}
+    - {name: udp, port: 7000, protocol: UDP, targetPort: 7001}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-v4, namespace: default, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: tcp, port: 7001, protocol: TCP}, {name: udp, port: 7001, protocol: UDP}]
+endpoints: [{addresses: ["192.0.2.101"]}, {addresses: ["192.0.2.102"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-v6, namespace: default, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv6
+ports: [{name: tcp, port: 7001, protocol: TCP}, {name: udp, port: 7001, protocol: UDP}]
+endpoints: [{addresses: ["2001:db8::101"]}, {addresses: ["2001:db8::102"]}]
+"#
+    .to_owned()
+}
+
+/// client → VIP:7000 (TCP and UDP, IPv4 and IPv6) → XDP Maglev + NAT → two backend hosts.
+#[test]
+fn l4_service_is_forwarded_in_xdp_to_both_backends() {
+    let site = site(2);
+    let _b1 = NameServer::start(&site.backends[0], "[::]:7001".parse().unwrap(), "b1");
+    let _b2 = NameServer::start(&site.backends[1], "[::]:7001".parse().unwrap(), "b2");
+    let lbgw = start_lbgw(&site, &l4_config());
+
+    for (vip, node_addr) in [
+        ("192.0.2.53", "192.0.2.254"),
+        ("[2001:db8::153]", "2001:db8::fe"),
+    ] {
+        let addr: SocketAddr = format!("{vip}:7000").parse().unwrap();
+        let answers = in_netns(&site.client, move || {
+            let mut tcp = Vec::new();
+            let mut clients = Vec::new();
+            for _ in 0..24 {
+                let mut c = NameClient::connect(addr, Duration::from_secs(3))
+                    .map_err(|e| format!("connect {addr}: {e}"))?;
+                let first = c.ask().map_err(|e| format!("ask {addr}: {e}"))?;
+                tcp.push(first);
+                clients.push(c);
+            }
+            // Every connection keeps its backend.
+            for (c, first) in clients.iter_mut().zip(&tcp) {
+                let again = c.ask().map_err(|e| format!("ask again {addr}: {e}"))?;
+                if &again != first {
+                    return Err(format!("connection moved from {first} to {again}"));
+                }
+            }
+            let mut udp = Vec::new();
+            for _ in 0..24 {
+                udp.push(
+                    ask_udp(addr, Duration::from_secs(2))
+                        .map_err(|e| format!("UDP {addr}: {e}"))?,
+                );
+            }
+            Ok::<_, String>((tcp, udp))
+        })
+        .join()
+        .unwrap();
+        let (tcp, udp) = answers.unwrap_or_else(|e| panic!("{e}\n{}", lbgw.log()));
+        for (proto, answers) in [("TCP", &tcp), ("UDP", &udp)] {
+            for b in ["b1", "b2"] {
+                assert!(
+                    answers.iter().any(|a| a.starts_with(b)),
+                    "{proto} via {vip}: {b} never answered: {answers:?}"
+                );
+            }
+            // Source NAT: the backends saw the node, not the client.
+            assert!(
+                answers
+                    .iter()
+                    .all(|a| a.ends_with(&format!(" {node_addr}"))),
+                "{proto} via {vip}: {answers:?}"
+            );
+        }
+    }
+    let counters = maps(&site.node);
+    assert!(counters.contains("l4_forwarded"), "lbgw maps:\n{counters}");
+    assert!(counters.contains("l4_reversed"), "lbgw maps:\n{counters}");
+
+    // A port the Service does not have: no answer.
+    let refused = in_netns(&site.client, || {
+        NameClient::connect("192.0.2.53:7002".parse().unwrap(), Duration::from_secs(1)).is_err()
+    })
+    .join()
+    .unwrap();
+    assert!(refused);
+}
+
+#[allow(dead_code)]
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[allow(dead_code)]
+fn sh(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+}
