@@ -329,9 +329,17 @@ pub struct NatState {
     pub vip_addr: [u8; 16],
     pub client_port_be: u16,
     pub vip_port_be: u16,
-    pub _pad: u32,
+    /// Interface the client's packets arrive on: replies leave through it.
+    pub ifindex: u32,
     /// `bpf_ktime_get_ns()` when the flow last sent a packet (refreshed about once a second).
     pub last_seen_ns: u64,
+    /// Source MAC of the client's packets (the client, or the router in front of it), the
+    /// destination of replies: the node itself may never have resolved the client's address,
+    /// since XDP answered its ARP for the VIP.
+    pub client_mac: [u8; 6],
+    /// Destination MAC of the client's packets (this node's interface), the source of replies.
+    pub node_mac: [u8; 6],
+    pub _pad: u32,
 }
 
 /// Key of the session-affinity table.
@@ -472,7 +480,7 @@ const _: () = assert!(core::mem::size_of::<L4Service>() == 16);
 const _: () = assert!(core::mem::size_of::<L4Backend>() == 24);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowState>() == 48);
-const _: () = assert!(core::mem::size_of::<NatState>() == 48);
+const _: () = assert!(core::mem::size_of::<NatState>() == 64);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 20);
 const _: () = assert!(core::mem::size_of::<AffinityState>() == 16);
 const _: () = assert!(L4_RING_ELEMS * L4_RING_LANES >= L4_RING_SIZE);

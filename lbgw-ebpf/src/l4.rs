@@ -6,7 +6,8 @@
 //! - destination NAT to the backend and, for `externalTrafficPolicy: Cluster`, source NAT to
 //!   the node's address on the route to the backend (`BPF_FIB_LOOKUP_SRC`) and a port from the
 //!   configured range, recorded in the shared NAT table;
-//! - replies from the backend are found in the NAT table and translated back;
+//! - replies from the backend are found in the NAT table, translated back and sent out of the
+//!   interface the client's packets came in on, to the MAC they came from;
 //! - checksums are updated incrementally (RFC 1624), TTL / hop limit decremented as a router
 //!   does (RFC 791 §3.2, RFC 8200 §3), and the frame is sent out of the interface the kernel's
 //!   FIB chose (`XDP_TX` when it is the ingress interface, `XDP_REDIRECT` otherwise).
@@ -137,7 +138,9 @@ fn try_forward(
     let now = unsafe { bpf_ktime_get_ns() };
 
     let mut known = false;
-    if let Some(state) = unsafe { L4_FLOWS.get(&s.key) } {
+    // In a per-CPU LRU map an entry created on one CPU exists, zeroed, on the others: a zero
+    // backend port (never a real one) marks "not seen on this CPU", not a removed backend.
+    if let Some(state) = unsafe { L4_FLOWS.get(&s.key) }.filter(|st| st.backend_port_be != 0) {
         s.state = *state;
         match maps::l4_backend(s.state.backend) {
             Some(b) if same_backend(&b, &s.state, index) => known = true,
@@ -167,13 +170,17 @@ fn try_forward(
             _pad: 0,
         };
         route(ctx, l3.ipv6, snat, s)?;
+        let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Counter::DroppedMalformed)?;
         s.nat = NatState {
             client_addr: s.key.src,
             vip_addr: s.key.dst,
             client_port_be: s.key.sport_be,
             vip_port_be: s.key.dport_be,
-            _pad: 0,
+            ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
             last_seen_ns: now,
+            client_mac: unsafe { (*eth).src_addr },
+            node_mac: unsafe { (*eth).dst_addr },
+            _pad: 0,
         };
         if snat {
             s.state.nat_addr = s.route.src;
@@ -231,19 +238,18 @@ pub fn reverse(ctx: &XdpContext, l2: &L2, l3: &L3, cfg: &Config) -> Option<Verdi
         _pad: [0; 3],
     };
     s.nat = *unsafe { L4_NAT.get(&s.key) }?;
-    // The route back to the client, from the VIP.
-    s.state.nat_addr = s.nat.vip_addr;
-    s.state.backend_addr = s.nat.client_addr;
+    // Back the way the client's packets came: no FIB lookup (the node may not even have a
+    // neighbour entry for the client, whose ARP for the VIP XDP answered).
+    s.route.ifindex = s.nat.ifindex;
+    s.route.smac = s.nat.node_mac;
+    s.route.dmac = s.nat.client_mac;
     s.new = Rewrite::new(
         &s.nat.vip_addr,
         &s.nat.client_addr,
         s.nat.vip_port_be,
         s.nat.client_port_be,
     );
-    let verdict = match route(ctx, l3.ipv6, false, s) {
-        Ok(()) => rewrite(ctx, l2, l3, s),
-        Err(reason) => Err(reason),
-    };
+    let verdict = rewrite(ctx, l2, l3, s);
     Some(match verdict {
         Ok(v) => {
             maps::count(Counter::L4Reversed);

@@ -148,6 +148,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         );
     }
     host.resolve_neighbours(&dataplane.l4_backend_ips()).await;
+    warn_forwarding_off(&iface.name, &frontends);
 
     let announcer = Announcer::new(iface.ifindex, iface.mac)?;
     let ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
@@ -245,6 +246,23 @@ fn bind_proxy(
             steered,
         },
     )?)
+}
+
+/// XDP's FIB lookup refuses to route for an interface with forwarding off
+/// (BPF_FIB_LKUP_RET_FWD_DISABLED), as the kernel would; Kubernetes nodes have it on.
+fn warn_forwarding_off(iface: &str, frontends: &[crate::l4::Frontend]) {
+    for (v6, family) in [(false, "ipv4"), (true, "ipv6")] {
+        if !frontends.iter().any(|f| f.ip.is_ipv6() == v6) {
+            continue;
+        }
+        let path = format!("/proc/sys/net/{family}/conf/{iface}/forwarding");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+            warn!(
+                "L4 Services cannot be forwarded: {family} forwarding is off on {iface} \
+                 (sysctl -w net.{family}.conf.{iface}.forwarding=1; Kubernetes nodes have it on)"
+            );
+        }
+    }
 }
 
 /// A ticker that skips its immediate first tick; a zero period never fires.

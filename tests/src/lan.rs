@@ -133,7 +133,10 @@ impl NameServer {
             let mut buf = [0u8; 1500];
             while !stop_u.load(Ordering::Relaxed) {
                 if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(format!("{name_u} {}", peer.ip()).as_bytes(), peer);
+                    let _ = socket.send_to(
+                        format!("{name_u} {}", peer.ip().to_canonical()).as_bytes(),
+                        peer,
+                    );
                 }
             }
         });
@@ -162,7 +165,7 @@ fn serve_lines(stream: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBoo
             Ok(_) => {
                 line.clear();
                 if writer
-                    .write_all(format!("{name} {}\n", peer.ip()).as_bytes())
+                    .write_all(format!("{name} {}\n", peer.ip().to_canonical()).as_bytes())
                     .is_err()
                 {
                     return;
@@ -285,7 +288,11 @@ fn serve_http(stream: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool
                 if path.is_none() {
                     path = l.split(' ').nth(1).map(str::to_owned);
                 } else if l.is_empty() {
-                    let body = format!("{name} {} {}", path.take().unwrap_or_default(), peer.ip());
+                    let body = format!(
+                        "{name} {} {}",
+                        path.take().unwrap_or_default(),
+                        peer.ip().to_canonical()
+                    );
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
                         body.len()

@@ -43,6 +43,12 @@ fn site(backends: usize) -> Site {
             )
         })
         .collect();
+    // A Kubernetes node forwards (net.ipv4.ip_forward=1), and XDP's FIB lookup needs it.
+    lbgw_tests::netns::run(node.cmd("sysctl").args([
+        "-qw",
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+    ]));
     Site {
         _lan: lan,
         client,
@@ -289,6 +295,9 @@ fn l4_service_is_forwarded_in_xdp_to_both_backends() {
     let _b1 = NameServer::start(&site.backends[0], "[::]:7001".parse().unwrap(), "b1");
     let _b2 = NameServer::start(&site.backends[1], "[::]:7001".parse().unwrap(), "b2");
     let lbgw = start_lbgw(&site, &l4_config());
+    if std::env::var_os("LBGW_TEST_HOLD").is_some() {
+        std::thread::sleep(Duration::from_secs(40));
+    }
 
     for (vip, node_addr) in [
         ("192.0.2.53", "192.0.2.254"),
@@ -323,7 +332,15 @@ fn l4_service_is_forwarded_in_xdp_to_both_backends() {
         })
         .join()
         .unwrap();
-        let (tcp, udp) = answers.unwrap_or_else(|e| panic!("{e}\n{}", lbgw.log()));
+        let (tcp, udp) = answers.unwrap_or_else(|e| {
+            let neigh = site.node.ip(&["neigh"]);
+            panic!(
+                "{e}\n{}\nlbgw maps:\n{}\nnode neighbours:\n{}",
+                lbgw.log(),
+                maps(&site.node),
+                String::from_utf8_lossy(&neigh.stdout)
+            )
+        });
         for (proto, answers) in [("TCP", &tcp), ("UDP", &udp)] {
             for b in ["b1", "b2"] {
                 assert!(
