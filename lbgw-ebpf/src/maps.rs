@@ -1,4 +1,8 @@
 //! The maps shared with userspace; their names and value types come from `lbgw-common`.
+//!
+//! Every map is pinned by name (libbpf's `LIBBPF_PIN_BY_NAME`): userspace loads the object
+//! with a pin directory on bpffs, so a restarted lbgw finds the maps — VIPs, connection and NAT
+//! tables, counters — the running program uses, and keeps them.
 
 use aya_ebpf::{
     macros::map,
@@ -13,59 +17,59 @@ use lbgw_common::{
 };
 
 #[map(name = "LBGW_VIPS")]
-static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_VIPS, 0);
 
 #[map(name = "LBGW_IFACES")]
-static IFACES: HashMap<IfaceKey, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
+static IFACES: HashMap<IfaceKey, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
 
 #[map(name = "LBGW_IFACE_ARR")]
-static IFACE_ARRAY: Array<IfaceInfo> = Array::with_max_entries(IFACE_SLOTS, 0);
+static IFACE_ARRAY: Array<IfaceInfo> = Array::pinned(IFACE_SLOTS, 0);
 
 #[map(name = "LBGW_CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "LBGW_POOLS")]
-static POOLS: Array<PoolRange> = Array::with_max_entries(MAX_POOLS, 0);
+static POOLS: Array<PoolRange> = Array::pinned(MAX_POOLS, 0);
 
 #[map(name = "LBGW_PORTS")]
-static PORTS: HashMap<PortKey, PortInfo> = HashMap::with_max_entries(MAX_PORTS, 0);
+static PORTS: HashMap<PortKey, PortInfo> = HashMap::pinned(MAX_PORTS, 0);
 
 /// The proxy's listening sockets, indexed by Gateway port (read by the `sk_lookup` program).
 #[map(name = "LBGW_LISTENERS")]
-pub static LISTENERS: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
+pub static LISTENERS: SockMap = SockMap::pinned(MAX_LISTENERS, 0);
 
 #[map(name = "LBGW_L4_SVCS")]
-static L4_SERVICES: Array<L4Service> = Array::with_max_entries(MAX_L4_SERVICES, 0);
+static L4_SERVICES: Array<L4Service> = Array::pinned(MAX_L4_SERVICES, 0);
 
 #[map(name = "LBGW_L4_BACKENDS")]
-static L4_BACKENDS: Array<L4Backend> = Array::with_max_entries(MAX_L4_BACKENDS, 0);
+static L4_BACKENDS: Array<L4Backend> = Array::pinned(MAX_L4_BACKENDS, 0);
 
 /// Maglev tables: for service `s` and generation `g`, elements
 /// `(s * L4_RING_GENERATIONS + g) * L4_RING_ELEMS ..` hold `L4_RING_LANES` backend slots each.
 #[map(name = "LBGW_L4_RING")]
 static L4_RING: Array<[u16; 4]> =
-    Array::with_max_entries(MAX_L4_SERVICES * L4_RING_GENERATIONS * L4_RING_ELEMS, 0);
+    Array::pinned(MAX_L4_SERVICES * L4_RING_GENERATIONS * L4_RING_ELEMS, 0);
 
 /// Connection table: client flow → backend and NAT, per CPU like Katran's (no cross-CPU
 /// contention; a flow stays on one CPU under RSS, and Maglev picks the same backend anyway).
 #[map(name = "LBGW_L4_FLOWS")]
 pub static L4_FLOWS: LruPerCpuHashMap<FlowKey, FlowState> =
-    LruPerCpuHashMap::with_max_entries(L4_MAX_FLOWS, 0);
+    LruPerCpuHashMap::pinned(L4_MAX_FLOWS, 0);
 
 /// Reverse NAT: (backend, translated source) → the client and VIP. Shared by all CPUs because
 /// replies arrive on whichever CPU the backend's traffic lands on.
 #[map(name = "LBGW_L4_NAT")]
-pub static L4_NAT: LruHashMap<FlowKey, NatState> = LruHashMap::with_max_entries(L4_MAX_NAT, 0);
+pub static L4_NAT: LruHashMap<FlowKey, NatState> = LruHashMap::pinned(L4_MAX_NAT, 0);
 
 #[map(name = "LBGW_L4_AFFINITY")]
 pub static L4_AFFINITY: LruHashMap<AffinityKey, AffinityState> =
-    LruHashMap::with_max_entries(L4_MAX_AFFINITY, 0);
+    LruHashMap::pinned(L4_MAX_AFFINITY, 0);
 
 #[map(name = "LBGW_VIP_STATS")]
-static VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+static VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::pinned(MAX_VIPS, 0);
 
 #[map(name = "LBGW_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 
 /// The run-time settings (all-zero until userspace writes them).
 #[inline(always)]

@@ -17,6 +17,8 @@ use crate::{
     dataplane::{
         AttachMode, Dataplane, DataplaneError, VipEntry,
         host::{Host, HostError},
+        object,
+        pin::{self, Pinning},
         served::{self, SteeringOptions},
         sys::{self, Interface, SysError},
     },
@@ -55,6 +57,10 @@ pub struct RunOptions {
     pub node_name: Option<String>,
     /// L4 source NAT port range: first port and count.
     pub snat_ports: (u16, u16),
+    /// Whether the data plane is pinned on bpffs: then it keeps running (ARP/NDP answered,
+    /// L4 flows forwarded, VIPs routed locally) after lbgw exits, for the next lbgw to adopt;
+    /// `lbgw cleanup` removes it.
+    pub pinning: Pinning,
 }
 
 /// Why the daemon could not start or stopped.
@@ -101,7 +107,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         })
         .collect();
 
-    let mut dataplane = Dataplane::load()?;
+    let mut dataplane = Dataplane::load_with(object::bytes(), &opts.pinning)?;
     dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
     for &vlan in &opts.vlans {
         dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
@@ -125,6 +131,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     dataplane.attach_sk_lookup()?;
     let proxy = proxy.spawn();
     let mode = dataplane.attach(&iface, opts.xdp_mode)?;
+    dataplane.remove_stale_pins();
     info!(
         iface = %iface.name,
         mac = %sys::format_mac(&iface.mac),
@@ -170,6 +177,13 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     proxy.stop().await;
     log_counters(&dataplane, &mut last_stats, true);
+    if dataplane.is_pinned() {
+        info!(
+            iface = %iface.name,
+            "the pinned data plane keeps running for the next lbgw (`lbgw cleanup` removes it)"
+        );
+        return Ok(());
+    }
     if let Err(err) = host.remove_local_routes().await {
         warn!("{}", error_chain(&err));
     }
@@ -246,6 +260,28 @@ fn bind_proxy(
             steered,
         },
     )?)
+}
+
+/// `lbgw cleanup`: removes what a pinned data plane leaves in this network namespace — the
+/// pinned programs and maps under `dir` (detaching the programs) and lbgw's local routes.
+pub async fn cleanup(dir: &std::path::Path) -> Result<Vec<String>, DaemonError> {
+    let mut done = Vec::new();
+    let paths = pin::PinPaths::new(dir).map_err(DataplaneError::from)?;
+    if pin::remove(&paths.root).map_err(DataplaneError::from)? {
+        done.push(format!(
+            "removed {} (XDP and sk_lookup programs detached, maps freed)",
+            paths.root.display()
+        ));
+    }
+    let host = Host::new()?;
+    let routes = host.local_routes().await?;
+    if !routes.is_empty() {
+        host.remove_local_routes().await?;
+        for ip in routes {
+            done.push(format!("removed the local route for {ip}"));
+        }
+    }
+    Ok(done)
 }
 
 /// XDP's FIB lookup refuses to route for an interface with forwarding off

@@ -53,6 +53,13 @@ enum Command {
     Run(Box<lbgw_run::RunArgs>),
     /// Print the counters of the XDP programs currently loaded (per VIP and global).
     Maps,
+    /// Remove the data plane a pinned lbgw left running in this network namespace: detach its
+    /// XDP and sk_lookup programs, free its maps, delete its local routes.
+    Cleanup {
+        /// The pin directory lbgw ran with.
+        #[arg(long, value_name = "DIR", default_value = lbgw::dataplane::pin::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
 }
 
 mod lbgw_run {
@@ -84,6 +91,13 @@ mod lbgw_run {
         /// them outside net.ipv4.ip_local_port_range (default 32768-60999).
         #[arg(long, value_name = "FIRST-LAST", default_value = "61000-65535", value_parser = parse_port_range)]
         pub snat_ports: (u16, u16),
+        /// bpffs directory where the data plane is pinned, so it keeps running across lbgw
+        /// restarts and upgrades (the next lbgw adopts it; `lbgw cleanup` removes it).
+        #[arg(long, value_name = "DIR", default_value = lbgw::dataplane::pin::DEFAULT_PIN_DIR)]
+        pub pin_dir: PathBuf,
+        /// Do not pin: the data plane (XDP, sk_lookup, local routes) goes away when lbgw exits.
+        #[arg(long)]
+        pub no_pin: bool,
         #[command(flatten)]
         pub pool: PoolArgs,
         /// XDP attach mode: auto tries native (driver) mode and falls back to generic.
@@ -122,6 +136,11 @@ mod lbgw_run {
                 .or_else(|| std::env::var("NODE_NAME").ok())
                 .or_else(host_name),
             snat_ports: args.snat_ports,
+            pinning: if args.no_pin {
+                lbgw::dataplane::pin::Pinning::None
+            } else {
+                lbgw::dataplane::pin::Pinning::Dir(args.pin_dir)
+            },
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -209,6 +228,7 @@ fn main() -> ExitCode {
         Command::Route(args) => cmd_route(&args),
         Command::Run(args) => lbgw_run::run(*args),
         Command::Maps => lbgw_run::maps(),
+        Command::Cleanup { pin_dir } => cmd_cleanup(&pin_dir),
     };
     match result {
         Ok(code) => code,
@@ -217,6 +237,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `lbgw cleanup`: removes a pinned data plane and lbgw's local routes from this namespace.
+fn cmd_cleanup(pin_dir: &std::path::Path) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let done = runtime.block_on(lbgw::daemon::cleanup(pin_dir))?;
+    if done.is_empty() {
+        println!("nothing to clean up in this network namespace");
+    }
+    for line in done {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `lbgw check`: loads the configuration, resolves the pools (`--lb-cidr`, else

@@ -84,6 +84,14 @@ impl Lbgw {
         }
     }
 
+    /// Kills lbgw with SIGKILL (a crash: nothing runs on the way out) and waits for it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("already stopped");
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     /// Sends SIGTERM and waits for the exit (at most `timeout`, then SIGKILL).
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("already stopped");

@@ -86,6 +86,7 @@ fn start_lbgw(lab: &Lab, extra: &[&str]) -> Lbgw {
             "192.0.2.16/28",
             "--lb-cidr",
             "2001:db8::100/120",
+            "--no-pin",
             "--state",
         ])
         .arg(lab.dir.path().join("ipam.json"))

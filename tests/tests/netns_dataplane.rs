@@ -7,7 +7,6 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -59,6 +58,10 @@ fn site(backends: usize) -> Site {
 }
 
 fn start_lbgw(site: &Site, config: &str) -> Lbgw {
+    start_lbgw_with(site, config, &["--no-pin"])
+}
+
+fn start_lbgw_with(site: &Site, config: &str, extra: &[&str]) -> Lbgw {
     let path = site.dir.path().join("config.yaml");
     std::fs::write(&path, config).unwrap();
     let mut cmd = site.node.cmd(lbgw_bin());
@@ -75,7 +78,8 @@ fn start_lbgw(site: &Site, config: &str) -> Lbgw {
             "0",
             "--state",
         ])
-        .arg(site.dir.path().join("ipam.json"));
+        .arg(site.dir.path().join("ipam.json"))
+        .args(extra);
     let mut lbgw = Lbgw::spawn(cmd);
     lbgw.wait_for("lbgw ready", Duration::from_secs(60));
     lbgw
@@ -370,12 +374,141 @@ fn l4_service_is_forwarded_in_xdp_to_both_backends() {
     assert!(refused);
 }
 
-#[allow(dead_code)]
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
+/// A bpffs instance of the test's own, unmounted when dropped.
+struct Bpffs {
+    path: std::path::PathBuf,
 }
 
-#[allow(dead_code)]
-fn sh(cmd: &mut Command) -> String {
-    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+impl Bpffs {
+    fn mount(path: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        lbgw_tests::netns::run(
+            std::process::Command::new("mount")
+                .args(["-t", "bpf", "bpf"])
+                .arg(&path),
+        );
+        Self { path }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Runs `lbgw cleanup` for a pin directory when dropped, so a failing test leaves no pinned
+/// program behind.
+struct Cleanup<'a> {
+    node: &'a Netns,
+    pin_dir: String,
+}
+
+impl Cleanup<'_> {
+    fn run(&self) -> String {
+        let out = self
+            .node
+            .cmd(lbgw_bin())
+            .args(["cleanup", "--pin-dir", &self.pin_dir])
+            .output()
+            .expect("lbgw cleanup");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
+fn arping(site: &Site, ip: &str) -> bool {
+    site.client
+        .cmd("arping")
+        .args(["-c", "1", "-w", "2", "-I", "eth0", ip])
+        .output()
+        .expect("arping")
+        .status
+        .success()
+}
+
+/// The data plane is pinned: a crashed lbgw (SIGKILL) leaves ARP answered and established
+/// L4 flows forwarded; the next lbgw adopts the maps and swaps its program in; a SIGTERMed
+/// one leaves it running too; `lbgw cleanup` takes it all away.
+#[test]
+fn pinned_data_plane_outlives_lbgw_and_is_adopted() {
+    let site = site(2);
+    let _b1 = NameServer::start(&site.backends[0], "[::]:7001".parse().unwrap(), "b1");
+    let _b2 = NameServer::start(&site.backends[1], "[::]:7001".parse().unwrap(), "b2");
+    // `ip netns exec` gives lbgw a private /sys, so the pins go to a bpffs of the test's own,
+    // mounted where both see it.
+    let bpffs = Bpffs::mount(site.dir.path().join("bpffs"));
+    let pin_dir = bpffs.path.join("lbgw").to_str().unwrap().to_owned();
+    let cleanup = Cleanup {
+        node: &site.node,
+        pin_dir: pin_dir.clone(),
+    };
+    let pin = ["--pin-dir", pin_dir.as_str()];
+    let mut lbgw = start_lbgw_with(&site, &l4_config(), &pin);
+    let vip: SocketAddr = "192.0.2.53:7000".parse().unwrap();
+    let connect = || {
+        in_netns(&site.client, move || {
+            NameClient::connect(vip, Duration::from_secs(3)).and_then(|mut c| {
+                let first = c.ask()?;
+                Ok((c, first))
+            })
+        })
+        .join()
+        .unwrap()
+    };
+    let (mut held, backend) = connect().unwrap_or_else(|e| panic!("{e}\n{}", lbgw.log()));
+
+    lbgw.kill();
+    if !arping(&site, "192.0.2.53") {
+        let link = site.node.ip(&["-d", "link", "show", "eth0"]);
+        let pins = std::process::Command::new("find")
+            .arg(&pin_dir)
+            .output()
+            .unwrap();
+        panic!(
+            "ARP not answered with lbgw dead\n{}\n{}\n{}",
+            String::from_utf8_lossy(&link.stdout),
+            String::from_utf8_lossy(&pins.stdout),
+            lbgw.log()
+        );
+    }
+    assert_eq!(
+        held.ask().expect("established flow with lbgw dead"),
+        backend
+    );
+    let (_, _) = connect().expect("a new flow with lbgw dead");
+
+    let mut lbgw = start_lbgw_with(&site, &l4_config(), &pin);
+    let log = lbgw.log();
+    assert!(log.contains("adopted the pinned maps"), "{log}");
+    assert!(log.contains("took over the pinned XDP link"), "{log}");
+    assert_eq!(
+        held.ask().expect("established flow after adoption"),
+        backend
+    );
+
+    lbgw.stop(Duration::from_secs(10));
+    assert_eq!(held.ask().expect("established flow after SIGTERM"), backend);
+    assert!(arping(&site, "192.0.2.53"));
+
+    let out = cleanup.run();
+    assert!(out.contains("detached"), "lbgw cleanup: {out}");
+    let left = std::fs::read_dir(&pin_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "pins left in {pin_dir}");
+    assert!(
+        held.ask().is_err(),
+        "the flow is still forwarded after cleanup"
+    );
+    assert!(!arping(&site, "192.0.2.53"), "ARP answered after cleanup");
 }

@@ -100,6 +100,18 @@ pub fn run(bin: &Path, config: &[PathBuf], example_secret: bool, extra: &[String
         &["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=0"],
     )
     .ok();
+    // Like a Kubernetes node: forwarding on, which XDP's FIB lookup for L4 Services needs.
+    in_ns(
+        NODE,
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ],
+    )
+    .ok();
     let state = std::env::temp_dir().join(format!("lbgw-lab-{}.json", std::process::id()));
     let secret = std::env::temp_dir().join(format!("lbgw-lab-{}-secret.yaml", std::process::id()));
     let mut config = config.to_vec();
@@ -114,7 +126,8 @@ pub fn run(bin: &Path, config: &[PathBuf], example_secret: bool, extra: &[String
     for c in &config {
         cmd.arg("--config").arg(c);
     }
-    cmd.arg("--state").arg(&state).args(extra);
+    // `ip netns exec` gives lbgw a /sys of its own, where pins would not outlive it anyway.
+    cmd.arg("--state").arg(&state).arg("--no-pin").args(extra);
     eprintln!(
         "xtask: lab is up. lbgw runs in namespace {NODE} on {NODE_IF}; the client is namespace {CLIENT}.\n\
          Try, in another terminal (the VIPs are in lbgw's log below; `lbgw check` prints the plan):\n  \
@@ -122,8 +135,8 @@ pub fn run(bin: &Path, config: &[PathBuf], example_secret: bool, extra: &[String
          ip netns exec {CLIENT} ping -c 3 <VIP>\n  \
          ip netns exec {CLIENT} ndisc6 <IPv6 VIP> {CLIENT_IF}\n  \
          ip netns exec {CLIENT} ip neigh\n  \
-         ip netns exec {NODE} curl -si -H 'Host: ai.homelab.internal' http://127.0.0.1/ollama\n  \
-         ip netns exec {NODE} curl -sik --resolve ai.homelab.internal:443:127.0.0.1 https://ai.homelab.internal/ollama\n  \
+         ip netns exec {CLIENT} curl -si -H 'Host: ai.homelab.internal' http://<gateway VIP>/ollama\n  \
+         ip netns exec {CLIENT} curl -sik --resolve ai.homelab.internal:443:<gateway VIP> https://ai.homelab.internal/ollama\n  \
          ip netns exec {NODE} {} maps\n\
          Ctrl-C stops lbgw and removes the lab.",
         bin.display()

@@ -35,6 +35,8 @@ pub(super) struct L4State {
     backends: BTreeMap<(u32, SocketAddr), u32>,
     /// Some frontend keeps the client address (`externalTrafficPolicy: Local`).
     pub(super) dnat_only: bool,
+    /// The live ring generation of each service index, as found in adopted (pinned) maps.
+    adopted_generations: BTreeMap<u32, u32>,
 }
 
 pub(super) struct ServiceSlot {
@@ -140,11 +142,14 @@ impl L4State {
                         );
                         continue;
                     };
+                    // Write the ring into the generation the program is not reading: the
+                    // adopted map's live one may be either.
+                    let live = self.adopted_generations.get(&index).copied().unwrap_or(1);
                     self.services.insert(
                         key,
                         ServiceSlot {
                             index,
-                            generation: 1,
+                            generation: live,
                             ring: Vec::new(),
                             flags: 0,
                             affinity_timeout: 0,
@@ -280,6 +285,19 @@ impl L4State {
         state.flags = flags;
         state.affinity_timeout = affinity_timeout;
         Ok(())
+    }
+
+    /// Reads what a previous lbgw left in pinned maps: which ring generation each service
+    /// index has live.
+    pub(super) fn adopt(&mut self, maps: &L4Maps) {
+        for index in 0..MAX_L4_SERVICES {
+            if let Ok(service) = maps.services.get(&index, 0)
+                && service.flags != 0
+            {
+                self.adopted_generations
+                    .insert(index, service.generation & 1);
+            }
+        }
     }
 
     /// The backend addresses of every frontend (for neighbour resolution).

@@ -13,6 +13,7 @@
 pub mod host;
 pub mod l4;
 pub mod object;
+pub mod pin;
 pub mod served;
 pub mod stats;
 pub mod sys;
@@ -20,13 +21,18 @@ pub mod sys;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, SockMap},
-    programs::{ProgramError, SkLookup, Xdp, XdpMode, sk_lookup::SkLookupLinkId, xdp::XdpLinkId},
+    programs::{
+        ProgramError, SkLookup, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        sk_lookup::SkLookupLinkId,
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lbgw_common::{
     CONFIG_F_L4_DNAT_ONLY, CONFIG_F_LOCAL_ROUTES, Config, IFACE_F_ACTIVE, IFACE_SLOTS, IfaceInfo,
@@ -34,7 +40,7 @@ use lbgw_common::{
     PORT_ACTION_LOCAL, PORT_ACTION_PROXY, PoolRange, PortInfo, PortKey, VIP_F_ANNOUNCE, VipInfo,
     VipKey, VipStats, names,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use stats::{Counters, VipCounters};
 pub use sys::Interface;
@@ -86,6 +92,15 @@ pub enum DataplaneError {
     SkLookup(#[source] ProgramError),
     #[error("opening this process's network namespace (/proc/self/ns/net)")]
     Netns(#[source] std::io::Error),
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
+    #[error("pinning or adopting the {what} link at {path}")]
+    Link {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("putting the proxy's socket for port {port} into {map}", map = names::LISTENERS)]
     Listener {
         port: u16,
@@ -182,20 +197,51 @@ pub struct Dataplane {
     slots: BTreeMap<IpAddr, u32>,
     attached: Vec<(String, AttachMode, XdpLinkId)>,
     sk_lookup: Option<SkLookupLinkId>,
+    /// Pin paths when the data plane is pinned.
+    pins: Option<pin::PinPaths>,
+    /// Links pinned on bpffs (they stay attached when lbgw exits).
+    pinned_links: Vec<PinnedLink>,
+    /// The pinned sk_lookup link.
+    sk_lookup_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Dataplane {
-    /// Loads the embedded eBPF object and verifies its program.
+    /// Loads the embedded eBPF object and verifies its program, with nothing pinned.
     pub fn load() -> Result<Self, DataplaneError> {
-        Self::load_bytes(object::bytes())
+        Self::load_with(object::bytes(), &pin::Pinning::None)
     }
 
-    /// Loads an eBPF object given as bytes (tests load the same embedded object).
-    pub fn load_bytes(bytes: &[u8]) -> Result<Self, DataplaneError> {
+    /// Loads an eBPF object given as bytes, pinned or not. Pinned, the maps of a data plane a
+    /// previous lbgw left running are reused (adopted) when they come from the same object.
+    pub fn load_with(bytes: &[u8], pinning: &pin::Pinning) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .load(bytes)
-            .map_err(|source| DataplaneError::Load { source })?;
+        // Maps are pinned by name in the object. Unpinned, they are pinned in a private
+        // directory that is removed right after loading (the process's fds keep them).
+        let (map_dir, pins) = match pinning {
+            pin::Pinning::Dir(dir) => {
+                let paths = pin::PinPaths::new(dir)?;
+                (paths.maps(bytes), Some(paths))
+            }
+            pin::Pinning::None => {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = std::path::Path::new(pin::DEFAULT_PIN_DIR)
+                    .join(format!("tmp-{}-{n}", std::process::id()));
+                (dir, None)
+            }
+        };
+        pin::prepare(&map_dir)?;
+        let adopted = std::fs::read_dir(&map_dir).is_ok_and(|mut d| d.next().is_some());
+        let loaded = EbpfLoader::new()
+            .default_map_pin_directory(&map_dir)
+            .load(bytes);
+        if pins.is_none() {
+            pin::remove(&map_dir)?;
+        }
+        let mut ebpf = loaded.map_err(|source| DataplaneError::Load { source })?;
+        if adopted {
+            info!(dir = %map_dir.display(), "adopted the pinned maps of the running data plane");
+        }
         let program: &mut Xdp = ebpf
             .program_mut(names::XDP_PROGRAM)
             .ok_or(DataplaneError::Missing {
@@ -256,7 +302,28 @@ impl Dataplane {
             slots: BTreeMap::new(),
             attached: Vec::new(),
             sk_lookup: None,
-        })
+            pins,
+            pinned_links: Vec::new(),
+            sk_lookup_fd: None,
+        }
+        .adopt())
+    }
+
+    /// Takes over what a previous lbgw left in pinned maps: the VIPs' statistics slots (so
+    /// counters go on), and the live Maglev generation of every L4 service (so the next ring
+    /// is written into the idle one).
+    fn adopt(mut self) -> Self {
+        let entries: Vec<(VipKey, VipInfo)> = self.vips.iter().filter_map(Result::ok).collect();
+        for (key, info) in entries {
+            self.slots.insert(stats::key_to_ip(&key), info.stats_index);
+        }
+        self.l4.adopt(&self.l4_maps);
+        self
+    }
+
+    /// Whether the data plane is pinned (stays attached when lbgw exits).
+    pub fn is_pinned(&self) -> bool {
+        self.pins.is_some()
     }
 
     /// The loaded XDP program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -305,6 +372,91 @@ impl Dataplane {
     /// Attaches the program to `iface`, choosing the mode as [`AttachMode`] describes, and
     /// returns the mode it was attached in.
     pub fn attach(
+        &mut self,
+        iface: &Interface,
+        mode: AttachMode,
+    ) -> Result<AttachMode, DataplaneError> {
+        let Some(pins) = self.pins.clone() else {
+            return self.attach_unpinned(iface, mode);
+        };
+        let path = pins.xdp_link(&iface.name);
+        let link_err = |source| DataplaneError::Link {
+            what: "XDP",
+            path: path.clone(),
+            source,
+        };
+        if path.exists() {
+            // A previous lbgw's program is attached: swap ours in atomically (BPF_LINK_UPDATE);
+            // the interface never goes without a program.
+            let pinned =
+                PinnedLink::from_pin(&path).map_err(|e| link_err(std::io::Error::other(e)))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|e| link_err(std::io::Error::other(e)))?;
+            let id =
+                self.program()
+                    .attach_to_link(link)
+                    .map_err(|source| DataplaneError::Attach {
+                        iface: iface.name.clone(),
+                        mode,
+                        source,
+                    })?;
+            self.keep_pinned_xdp(id, &path, &iface.name)?;
+            info!(iface = %iface.name, "took over the pinned XDP link of the running data plane");
+            return Ok(mode);
+        }
+        let mode = self.attach_unpinned(iface, mode)?;
+        if let Some((_, _, id)) = self.attached.pop() {
+            self.keep_pinned_xdp(id, &path, &iface.name)?;
+        }
+        Ok(mode)
+    }
+
+    /// Moves the XDP link `id` out of the program (which would detach it when dropped) into a
+    /// pin at `path`.
+    fn keep_pinned_xdp(
+        &mut self,
+        id: XdpLinkId,
+        path: &std::path::Path,
+        iface: &str,
+    ) -> Result<(), DataplaneError> {
+        let link_err = |source| DataplaneError::Link {
+            what: "XDP",
+            path: path.to_owned(),
+            source,
+        };
+        let link = self
+            .program()
+            .take_link(id)
+            .map_err(|e| link_err(std::io::Error::other(e)))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| link_err(std::io::Error::other(e)))?;
+        if path.exists() {
+            // Updated in place: the pin already names this link.
+            self.pinned_links
+                .push(PinnedLink::from_pin(path).map_err(|e| link_err(std::io::Error::other(e)))?);
+            drop(fd_link);
+        } else {
+            let pinned = fd_link
+                .pin(path)
+                .map_err(|e| link_err(std::io::Error::other(e)))?;
+            self.pinned_links.push(pinned);
+        }
+        debug!(iface, path = %path.display(), "XDP link pinned");
+        Ok(())
+    }
+
+    /// Removes the maps of other eBPF objects (an older lbgw) once this one is attached.
+    pub fn remove_stale_pins(&self) {
+        let Some(pins) = &self.pins else { return };
+        let current = pins.maps(object::bytes());
+        for stale in pins.stale_maps(&current) {
+            match pin::remove(&stale) {
+                Ok(_) => info!(dir = %stale.display(), "removed the maps of a previous lbgw build"),
+                Err(err) => warn!("{}", crate::config::error_chain(&err)),
+            }
+        }
+    }
+
+    fn attach_unpinned(
         &mut self,
         iface: &Interface,
         mode: AttachMode,
@@ -361,8 +513,29 @@ impl Dataplane {
                 what: "program",
                 name: names::SK_LOOKUP_PROGRAM,
             })?;
-        let link = program.attach(&netns).map_err(DataplaneError::SkLookup)?;
-        self.sk_lookup = Some(link);
+        let Some(pins) = self.pins.clone() else {
+            let link = program.attach(&netns).map_err(DataplaneError::SkLookup)?;
+            self.sk_lookup = Some(link);
+            return Ok(());
+        };
+        let path = pins.sk_lookup_link();
+        let link_err = |source| DataplaneError::Link {
+            what: "sk_lookup",
+            path: path.clone(),
+            source,
+        };
+        let prog = program.fd().map_err(DataplaneError::SkLookup)?;
+        let prog = std::os::fd::AsFd::as_fd(prog);
+        if path.exists() {
+            // The previous lbgw's program stays attached until ours replaces it atomically.
+            let link = pin::sys::obj_get(&path).map_err(link_err)?;
+            pin::sys::link_update(link.as_fd(), prog).map_err(link_err)?;
+            self.sk_lookup_fd = Some(link);
+            return Ok(());
+        }
+        let link = pin::sys::sk_lookup_link(prog, netns.as_fd()).map_err(link_err)?;
+        pin::sys::obj_pin(link.as_fd(), &path).map_err(link_err)?;
+        self.sk_lookup_fd = Some(link);
         Ok(())
     }
 
