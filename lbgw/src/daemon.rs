@@ -337,6 +337,7 @@ fn log_counters(dataplane: &Dataplane, last: &mut Option<String>, always: bool) 
                         echo_replies = vip.echo_replies,
                         dropped_unserved = vip.dropped_unserved,
                         passed = vip.passed,
+                        forwarded = vip.forwarded,
                         "VIP counters"
                     );
                 }

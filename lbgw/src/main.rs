@@ -189,18 +189,19 @@ mod lbgw_run {
                 lbgw_common::names::XDP_PROGRAM
             );
             println!(
-                "  {:<40} {:>12} {:>12} {:>12} {:>12} {:>12}",
-                "VIP", "ARP replies", "NA replies", "echo", "dropped", "passed"
+                "  {:<40} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                "VIP", "ARP replies", "NA replies", "echo", "dropped", "passed", "forwarded"
             );
             for vip in &report.vips {
                 println!(
-                    "  {:<40} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                    "  {:<40} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
                     vip.ip.to_string(),
                     vip.arp_replies,
                     vip.na_replies,
                     vip.echo_replies,
                     vip.dropped_unserved,
-                    vip.passed
+                    vip.passed,
+                    vip.forwarded
                 );
             }
             println!("  counters: {}", report.counters);

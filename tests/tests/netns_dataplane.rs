@@ -6,7 +6,6 @@
 
 use std::{
     net::SocketAddr,
-    path::Path,
     time::{Duration, Instant},
 };
 
