@@ -38,6 +38,8 @@ pub struct VipCounters {
     pub echo_replies: u64,
     pub dropped_unserved: u64,
     pub passed: u64,
+    /// Packets to an L4 Service port forwarded to a backend.
+    pub forwarded: u64,
 }
 
 /// Sums the global counters over CPUs.
@@ -72,6 +74,7 @@ pub fn read_vip(
         echo_replies: values.iter().map(|v| v.echo_replies).sum(),
         dropped_unserved: values.iter().map(|v| v.dropped_unserved).sum(),
         passed: values.iter().map(|v| v.passed).sum(),
+        forwarded: values.iter().map(|v| v.forwarded).sum(),
     })
 }
 
