@@ -777,3 +777,29 @@ fn fragments_expiring_ttl_strays_and_truncated_headers() {
     let vip = per_vip.iter().find(|v| v.ip == IpAddr::from(VIP)).unwrap();
     assert_eq!((vip.forwarded, vip.passed), (1, 1));
 }
+
+#[test]
+fn unroutable_backends_are_dropped_as_no_route() {
+    let lab = L4Lab::new();
+    // 10.9.0.9 is on bk0's subnet but has no neighbour entry: bpf_fib_lookup cannot resolve
+    // it (BPF_FIB_LKUP_RET_NO_NEIGH), and userspace is what keeps backends resolved.
+    let unresolved = SocketAddr::new(IpAddr::from([10, 9, 0, 9]), BACKEND_PORT);
+    let mut dp = lab.dataplane(&[tcp_frontend(&[(unresolved, true)])]);
+    let input = syn4(28000);
+    expect(&mut dp, "unresolved next hop", &input, XDP_DROP, &input);
+    assert_eq!(counter(&dp, Counter::L4NoRoute), 1);
+
+    // With forwarding off the FIB refuses every lookup (BPF_FIB_LKUP_RET_FWD_DISABLED): the
+    // node must be a router for the forwarder to work.
+    update(&mut dp, &[tcp_frontend(&[(backend(0), true)])]);
+    sysctl(&lab, "net.ipv4.ip_forward=0");
+    expect(&mut dp, "forwarding disabled", &input, XDP_DROP, &input);
+    assert_eq!(counter(&dp, Counter::L4NoRoute), 2);
+    sysctl(&lab, "net.ipv4.ip_forward=1");
+    forward_syn(&lab, &mut dp, 28000);
+    assert_eq!(counter(&dp, Counter::L4Forwarded), 1);
+}
+
+fn sysctl(lab: &L4Lab, setting: &str) {
+    lbgw_tests::netns::run(lab.netns().cmd("sysctl").args(["-q", "-w", setting]));
+}
