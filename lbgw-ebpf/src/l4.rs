@@ -95,6 +95,11 @@ pub fn forward(ctx: &XdpContext, service: u32, stats_index: u32) -> Verdict {
         return Verdict::Drop(Counter::DroppedMalformed);
     };
     match try_forward(ctx, &l2, &l3, service, s) {
+        // TTL / hop limit expired: left to the kernel, which answers Time Exceeded.
+        Ok(Verdict::Pass(_)) => {
+            maps::count_vip_slot(stats_index, |s| &mut s.passed);
+            Verdict::Pass(Counter::VipPassed)
+        }
         Ok(verdict) => {
             maps::count(Counter::L4Forwarded);
             maps::count_vip_slot(stats_index, |s| &mut s.forwarded);
@@ -122,6 +127,10 @@ fn try_forward(
         // The FIB answers for the untagged device; VLAN sub-interfaces are not handled.
         return Err(Counter::L4NoRoute);
     }
+    // The transport header must reach its checksum, which `rewrite` updates: checked before
+    // a truncated packet can take a flow entry and a NAT port.
+    let check_end = l3.l4_offset + if l3.proto == PROTO_TCP { 18 } else { 8 };
+    ptr_at::<u8>(ctx, check_end - 1).ok_or(Counter::DroppedMalformed)?;
     let ports: *const [u8; 4] = ptr_at(ctx, l3.l4_offset).ok_or(Counter::DroppedMalformed)?;
     let ports = unsafe { *ports };
     let src = ip::source(ctx, l2, l3.ipv6).ok_or(Counter::DroppedMalformed)?;
@@ -251,6 +260,7 @@ pub fn reverse(ctx: &XdpContext, l2: &L2, l3: &L3, cfg: &Config) -> Option<Verdi
     );
     let verdict = rewrite(ctx, l2, l3, s);
     Some(match verdict {
+        Ok(Verdict::Pass(reason)) => Verdict::Pass(reason),
         Ok(v) => {
             maps::count(Counter::L4Reversed);
             v

@@ -2,6 +2,7 @@
 //! and (in [`netns`]) self-cleaning network namespaces.
 pub mod daemon;
 pub mod fixtures;
+pub mod l4lab;
 pub mod lan;
 pub mod netns;
 pub mod packets;

@@ -190,3 +190,120 @@ pub fn ports(dport: u16, len: usize) -> Vec<u8> {
     t.resize(len.max(4), 0);
     t
 }
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// TCP flags (RFC 9293 §3.1).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_PSH: u8 = 0x08;
+
+/// The pseudo-header the TCP and UDP checksums cover: IPv4 (RFC 9293 §3.1, RFC 768) when the
+/// addresses have 4 bytes, IPv6 (RFC 8200 §8.1) when they have 16.
+pub fn pseudo_header(src: &[u8], dst: &[u8], proto: u8, len: usize) -> Vec<u8> {
+    assert_eq!(src.len(), dst.len(), "addresses of one family");
+    let mut p = Vec::new();
+    p.extend_from_slice(src);
+    p.extend_from_slice(dst);
+    match src.len() {
+        4 => {
+            p.extend_from_slice(&[0, proto]);
+            p.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        16 => {
+            p.extend_from_slice(&(len as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        n => panic!("an address has 4 or 16 bytes, not {n}"),
+    }
+    p
+}
+
+/// A TCP segment (20-byte header, no options, window 65535) whose checksum is computed here
+/// over the pseudo-header of `src` → `dst` (4- or 16-byte addresses).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    src: &[u8],
+    dst: &[u8],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    let sum = inet_checksum(&[&pseudo_header(src, dst, IPPROTO_TCP, t.len()), &t]);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    t
+}
+
+/// A UDP datagram; with `checksum` its checksum is computed here (a computed zero is sent as
+/// all ones, RFC 768), without it the field is zero ("no checksum", IPv4 only).
+pub fn udp(
+    src: &[u8],
+    dst: &[u8],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+    checksum: bool,
+) -> Vec<u8> {
+    let len = 8 + payload.len();
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&(len as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    if checksum {
+        let mut sum = inet_checksum(&[&pseudo_header(src, dst, IPPROTO_UDP, len), &u]);
+        if sum == 0 {
+            sum = 0xffff;
+        }
+        u[6..8].copy_from_slice(&sum.to_be_bytes());
+    }
+    u
+}
+
+/// Checks the checksums of an Ethernet frame carrying IPv4 or IPv6 with TCP or UDP, computed
+/// from scratch: the IPv4 header checksum and the transport checksum over its pseudo-header
+/// (an IPv4 UDP checksum of zero is accepted as "none"). `Err` says which one is wrong.
+pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
+    let ether_type = u16::from_be_bytes([frame[12], frame[13]]);
+    let (src, dst, proto, l4) = match ether_type {
+        ETH_P_IP => {
+            let ip = &frame[14..];
+            let ihl = (ip[0] & 0x0f) as usize * 4;
+            if inet_checksum(&[&ip[..ihl]]) != 0 {
+                return Err(format!("IPv4 header checksum wrong: {:02x?}", &ip[..ihl]));
+            }
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            (&ip[12..16], &ip[16..20], ip[9], &ip[ihl..total])
+        }
+        ETH_P_IPV6 => {
+            let ip = &frame[14..];
+            let len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            (&ip[8..24], &ip[24..40], ip[6], &ip[40..40 + len])
+        }
+        other => return Err(format!("not IP: EtherType {other:#06x}")),
+    };
+    let check_at = match proto {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        other => return Err(format!("not TCP or UDP: protocol {other}")),
+    };
+    if proto == IPPROTO_UDP && src.len() == 4 && l4[check_at..check_at + 2] == [0, 0] {
+        return Ok(());
+    }
+    if inet_checksum(&[&pseudo_header(src, dst, proto, l4.len()), l4]) != 0 {
+        return Err(format!("transport checksum wrong: {:02x?}", &l4[..8]));
+    }
+    Ok(())
+}

@@ -38,7 +38,7 @@ pub struct VipCounters {
     pub echo_replies: u64,
     pub dropped_unserved: u64,
     pub passed: u64,
-    /// Packets forwarded to L4 backends.
+    /// Packets to an L4 Service port forwarded to a backend.
     pub forwarded: u64,
 }
 

@@ -9,7 +9,7 @@
 //! `repeat` figure: single calls carry a timer overhead that the pairing cancels.
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use lbgw_tests::{fixtures::*, packets::*};
+use lbgw_tests::{fixtures::*, l4lab, packets::*};
 
 const CALLS: usize = 100_000;
 const REPEAT: u32 = 1_000_000;
@@ -148,6 +148,82 @@ fn main() {
     ];
     for (name, frame, verdict) in rows {
         let (base_single, extra) = paired(pass, dp.program(), frame, verdict);
+        println!(
+            "  {name:<46} {extra:>7.1} {:>9.1} {:>9.1}",
+            floor + extra,
+            base_single + extra
+        );
+    }
+    l4_rows(pass, floor);
+}
+
+/// The L4 forwarder, in a lab namespace whose FIB routes to the backends (see
+/// `lbgw_tests::l4lab`): a new flow (Maglev pick, source-NAT port, connection and NAT entries,
+/// FIB lookup with source), a known flow (connection-table hit, FIB lookup) and a backend's
+/// reply (NAT-table hit, FIB lookup). New flows need a new 5-tuple per run, so that row pairs
+/// `NEW_FLOWS` distinct SYNs with runs of the trivial program.
+fn l4_rows(pass: &mut Xdp, floor: f64) {
+    const XDP_REDIRECT: u32 = 4;
+    const NEW_FLOWS: u16 = 4000;
+    let lab = l4lab::L4Lab::new();
+    let backends: Vec<_> = l4lab::BACKEND4
+        .iter()
+        .map(|b| (std::net::SocketAddr::from((*b, 8080)), true))
+        .collect();
+    let frontend = l4lab::frontend(VIP.into(), lbgw_common::PROTO_TCP, 80, &backends);
+    let mut dp = lab.dataplane(&[frontend]);
+    let syn = |sport: u16| {
+        let mut f = eth(LBGW_MAC, CLIENT_MAC, None, ETH_P_IP);
+        let t = tcp(&CLIENT_IP, &VIP, sport, 80, 1, 0, TCP_SYN, &[]);
+        f.extend(ipv4(CLIENT_IP, VIP, 6, 64, &[], 0x4000, &t));
+        pad60(f)
+    };
+
+    let mut out = vec![0u8; 256];
+    let mut base = Vec::new();
+    let mut diff = Vec::new();
+    for sport in 1024..1024 + NEW_FLOWS {
+        let frame = syn(sport);
+        let b = once(pass, &frame, &mut out, XDP_PASS);
+        let c = once(dp.program(), &frame, &mut out, XDP_REDIRECT);
+        base.push(b);
+        diff.push(c - b);
+    }
+    let (base_new, extra_new) = (median(&mut base), median(&mut diff));
+
+    // The known flow is the last new one; its forwarded frame names the backend and NAT port.
+    let known = syn(1024 + NEW_FLOWS - 1);
+    let (verdict, fwd) = run(&mut dp, &known);
+    assert_eq!(verdict, XDP_REDIRECT);
+    let backend: [u8; 4] = fwd[30..34].try_into().expect("IPv4 destination");
+    let nat_port = u16::from_be_bytes([fwd[34], fwd[35]]);
+    let mut reply = eth(lab.bk0_mac, [2, 0, 0, 0, 9, 2], None, ETH_P_IP);
+    let t = tcp(
+        &backend,
+        &l4lab::NODE4,
+        8080,
+        nat_port,
+        9,
+        2,
+        TCP_SYN | TCP_ACK,
+        &[],
+    );
+    reply.extend(ipv4(backend, l4lab::NODE4, 6, 64, &[], 0x4000, &t));
+    let reply = pad60(reply);
+
+    println!("\nL4 forwarder (3 backends, source NAT, FIB lookup in a lab namespace):");
+    println!(
+        "  {:<46} {extra_new:>7.1} {:>9.1} {:>9.1}",
+        format!("forward+NAT, new flow ({NEW_FLOWS} SYNs, XDP_REDIRECT)"),
+        floor + extra_new,
+        base_new + extra_new
+    );
+    let rows: [(&str, &[u8]); 2] = [
+        ("forward, known flow (XDP_REDIRECT)", &known),
+        ("reverse NAT, backend reply (XDP_REDIRECT)", &reply),
+    ];
+    for (name, frame) in rows {
+        let (base_single, extra) = paired(pass, dp.program(), frame, XDP_REDIRECT);
         println!(
             "  {name:<46} {extra:>7.1} {:>9.1} {:>9.1}",
             floor + extra,
