@@ -477,7 +477,7 @@ impl Participant {
                         ..Default::default()
                     }),
                 };
-                self.api.create(&PostParams::default(), &lease).await.map(|_| true)
+                self.api.create(&PostParams::default(), &lease).await.map(|l| (true, Some(l)))
             }
             Action::Acquire | Action::Renew | Action::Release => {
                 let Some(observed) = self.observed.get(name) else {
@@ -510,7 +510,7 @@ impl Participant {
                 self.api
                     .replace(name, &PostParams::default(), &lease)
                     .await
-                    .map(|_| !released)
+                    .map(|l| (!released, Some(l)))
             }
             Action::Delete => {
                 verb = "delete";
@@ -518,11 +518,26 @@ impl Participant {
                 self.api
                     .delete(name, &Default::default())
                     .await
-                    .map(|_| false)
+                    .map(|_| (false, None))
             }
         };
         match result {
-            Ok(holds) => {
+            Ok((holds, written)) => {
+                // The written version is the one to base the next write on (a release right
+                // after a renewal would otherwise conflict with our own renewal).
+                if let Some(lease) = written {
+                    let version = lease.metadata.resource_version.clone().unwrap_or_default();
+                    self.observed.insert(
+                        name.to_owned(),
+                        Observed {
+                            lease,
+                            version,
+                            since: Instant::now(),
+                        },
+                    );
+                } else {
+                    self.observed.remove(name);
+                }
                 if holds {
                     if !self.held.contains_key(name) {
                         info!(lease = name, "lease acquired");

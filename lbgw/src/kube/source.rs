@@ -244,12 +244,12 @@ impl KubeSource {
                 debug!(kind = kind.kind, objects = store.len(), "listed");
             }
             let mut generation = 0;
-            let mut last: Option<Config> = None;
+            let mut last: Option<(Config, Vec<String>)> = None;
             loop {
                 let (config, errors) = build(&snapshot_stores);
-                if last.as_ref() != Some(&config) {
+                if last.as_ref().is_none_or(|(c, e)| *c != config || *e != errors) {
                     generation += 1;
-                    last = Some(config.clone());
+                    last = Some((config.clone(), errors.clone()));
                     let snapshot = Snapshot {
                         config,
                         errors,
