@@ -355,3 +355,135 @@ async fn two_nodes_spread_vips_and_fail_over() {
     assert!(holders(&api).iter().all(|(_, h)| h.is_empty()), "{:?}", holders(&api));
     a.shutdown().await;
 }
+
+/// A backend answering every request with `200 backend saw <path>`.
+async fn backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("?").to_owned();
+                let body = format!("backend saw {path}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// `GET path` with `Host: ai.homelab.internal` on 127.0.0.1:port: the status line and body.
+async fn get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(Ok(mut stream)) = timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port))).await else {
+        return "connect failed".into();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: ai.homelab.internal\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return "write failed".into();
+    }
+    let mut out = Vec::new();
+    let _ = timeout(Duration::from_secs(2), stream.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.lines().next().unwrap_or("").to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    format!("{status} | {body}")
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The binary end to end, without XDP: `lbgw run --kubernetes --no-xdp` against the fake API
+/// writes status, holds the leader and VIP Leases, proxies by the watched HTTPRoute, follows a
+/// route change without restart, and releases its Leases on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lbgw_run_kubernetes_end_to_end() {
+    let api = FakeApi::start().await;
+    let backend = backend().await;
+    // A free port for the Gateway listener (the proxy binds Gateway ports as configured).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    seed(&api);
+    api.apply(gateway("ai-gateway", "lbgw", port));
+    api.apply(endpoints("ollama", "127.0.0.1", backend.port()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+             users:\n- name: test\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\n\
+             current-context: fake\n",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lbgw"))
+        .args(["run", "--kubernetes", "--no-xdp", "--bind", "127.0.0.1", "--node-name", "node-1"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("LBGW_LOG", "info")
+        .env_remove("CILIUM_LB_CIDR")
+        .env_remove("POD_NAMESPACE")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    eventually("Gateway status.addresses written", || {
+        api.get("Gateway", "ai", "ai-gateway")
+            .is_some_and(|g| g["status"]["addresses"][0]["value"].is_string())
+    })
+    .await;
+    let vip = api.get("Gateway", "ai", "ai-gateway").unwrap()["status"]["addresses"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the leader and VIP Leases held by node-1", || {
+        let leases = api.list("Lease");
+        let held = |name: &str| {
+            leases.iter().any(|l| l["metadata"]["name"] == name && l["spec"]["holderIdentity"] == "node-1")
+        };
+        held("lbgw-leader") && held(&format!("lbgw-vip-{vip}"))
+    })
+    .await;
+    assert_eq!(get(port, "/ollama/api/tags").await, "HTTP/1.1 200 OK | backend saw /ollama/api/tags");
+
+    api.apply(route("ollama", "ai-gateway", "/llm", "ollama"));
+    let start = Instant::now();
+    loop {
+        let got = get(port, "/llm/x").await;
+        if got.starts_with("HTTP/1.1 200") {
+            assert_eq!(got, "HTTP/1.1 200 OK | backend saw /llm/x");
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the changed route is not served: {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(get(port, "/ollama/x").await.starts_with("HTTP/1.1 404"));
+
+    // SIGTERM: Leases released, clean exit.
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = timeout(WAIT, child.wait()).await.expect("exit after SIGTERM").unwrap();
+    assert!(status.success(), "{status}");
+    let held: Vec<Value> = api
+        .list("Lease")
+        .into_iter()
+        .filter(|l| l["spec"]["holderIdentity"].is_string())
+        .collect();
+    assert!(held.is_empty(), "Leases still held after shutdown: {held:?}");
+}

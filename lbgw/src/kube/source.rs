@@ -247,6 +247,11 @@ impl KubeSource {
             let mut last: Option<(Config, Vec<String>)> = None;
             loop {
                 let (config, errors) = build(&snapshot_stores);
+                if last.as_ref().is_none_or(|(_, e)| *e != errors) {
+                    for err in &errors {
+                        warn!("ignoring an invalid object: {err}");
+                    }
+                }
                 if last.as_ref().is_none_or(|(c, e)| *c != config || *e != errors) {
                     generation += 1;
                     last = Some((config.clone(), errors.clone()));
@@ -304,9 +309,5 @@ fn build(stores: &Stores) -> (Config, Vec<String>) {
         _ => true,
     });
     let (config, errors) = Config::from_api_objects(objects);
-    let errors: Vec<String> = errors.iter().map(|e| error_chain(e)).collect();
-    for err in &errors {
-        warn!("ignoring an invalid object: {err}");
-    }
-    (config, errors)
+    (config, errors.iter().map(|e| error_chain(e)).collect())
 }
