@@ -40,6 +40,11 @@ use tracing::{debug, info, warn};
 use super::{KubeError, MANAGED_BY};
 use crate::config::error_chain;
 
+/// The Lease API calls a participant makes (RBAC verbs): `list` each poll, `create` a missing
+/// Lease, `update` (replace) to acquire, renew and release, `delete` the Lease of a VIP that
+/// is gone.
+pub const LEASE_VERBS: &[&str] = &["list", "create", "update", "delete"];
+
 /// Name of the leader Lease.
 pub const LEADER_LEASE: &str = "lbgw-leader";
 const MEMBER_PREFIX: &str = "lbgw-member-";

@@ -26,11 +26,58 @@ use std::path::PathBuf;
 pub use allocation::state_from_status;
 pub use lease::{LeaseOptions, LeaseSet, Ownership, lease_name_for_vip, rendezvous_rank};
 pub use source::{KIND_RESOURCES, KubeSource, Snapshot, SourceOptions, Stores};
-pub use status::{DesiredStatus, StatusWriter};
+pub use status::{DesiredStatus, STATUS_KINDS, StatusWriter};
 
 /// The label lbgw puts on the Leases it creates (`app.kubernetes.io/managed-by`, a
 /// Kubernetes recommended label), so a participant lists only lbgw's Leases.
 pub const MANAGED_BY: &str = "lbgw";
+
+/// One Kubernetes API permission `lbgw run --kubernetes` uses (an RBAC rule must grant it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Permission {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    /// Resource, with `/status` for the status subresource.
+    pub resource: String,
+    /// RBAC verb (`list`, `watch`, `patch`, `get`, `create`, `update`, `delete`).
+    pub verb: &'static str,
+    /// Whether it is needed only in lbgw's own namespace (Leases) rather than cluster-wide.
+    pub own_namespace: bool,
+}
+
+/// Every API call the code makes, as RBAC permissions: list + watch of each watched kind
+/// (kube-rs reflectors), patch of the status subresources written, get of the Node
+/// (`--node-selector`), and the Lease calls (list, create, update for renew/acquire/release,
+/// delete for VIPs that are gone).
+pub fn required_permissions() -> Vec<Permission> {
+    let mut out = Vec::new();
+    let cluster = |group, resource: &str, verb| Permission {
+        group,
+        resource: resource.to_owned(),
+        verb,
+        own_namespace: false,
+    };
+    for kind in KIND_RESOURCES {
+        out.push(cluster(kind.group, kind.plural, "list"));
+        out.push(cluster(kind.group, kind.plural, "watch"));
+    }
+    for status_kind in status::STATUS_KINDS {
+        if let Some(kind) = KIND_RESOURCES.iter().find(|k| k.kind == *status_kind) {
+            out.push(cluster(kind.group, &format!("{}/status", kind.plural), "patch"));
+        }
+    }
+    out.push(cluster("", "nodes", "get"));
+    for verb in lease::LEASE_VERBS {
+        out.push(Permission {
+            group: "coordination.k8s.io",
+            resource: "leases".to_owned(),
+            verb,
+            own_namespace: true,
+        });
+    }
+    out.sort();
+    out
+}
 
 /// Why Kubernetes mode could not start or an API call failed. Messages name the object.
 #[derive(Debug, thiserror::Error)]

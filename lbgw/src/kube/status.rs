@@ -32,6 +32,9 @@ use crate::{
     ipam::Plan,
 };
 
+/// The kinds whose status lbgw writes.
+pub const STATUS_KINDS: &[&str] = &["GatewayClass", "Gateway", "HTTPRoute", "Service"];
+
 /// The status lbgw wants one object to have: the fields it owns under `status`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredStatus {
