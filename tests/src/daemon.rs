@@ -84,6 +84,13 @@ impl Lbgw {
         }
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is cleaned up by lbgw) and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("already stopped");
+        let _ = child.kill();
+        child.wait().expect("wait")
+    }
+
     /// Sends SIGTERM and waits for the exit (at most `timeout`, then SIGKILL).
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("already stopped");

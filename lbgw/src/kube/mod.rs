@@ -13,6 +13,12 @@
 //!   across nodes by rendezvous hashing, with client-go's expiry rule ([`LeaseSet`]);
 //! - `run`: `lbgw run --kubernetes`, tying these to the proxy and the XDP data plane.
 //!
+//! Known limits: a Gateway listener port that appears after start is served only after a
+//! restart (the proxy binds its ports at start); status is written with JSON merge patches, not
+//! server-side apply; each held Lease is written every `renew` period (2 writes/s per VIP with
+//! the defaults), which suits a homelab's handful of VIPs rather than thousands;
+//! `--node-selector` takes equality-based selectors only.
+//!
 //! [`Config`]: crate::config::Config
 //! [`Config::from_api_objects`]: crate::config::Config::from_api_objects
 mod allocation;

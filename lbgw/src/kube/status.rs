@@ -340,3 +340,51 @@ impl StatusWriter {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired() -> DesiredStatus {
+        DesiredStatus {
+            kind: "Gateway",
+            namespace: "ai".into(),
+            name: "gw".into(),
+            status: json!({
+                "addresses": [{"type": "IPAddress", "value": "192.0.2.2"}],
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""}],
+                "listeners": [{"name": "http", "attachedRoutes": 1, "supportedKinds": [],
+                               "conditions": [{"type": "Programmed", "status": "True", "reason": "Programmed", "message": ""}]}],
+            }),
+        }
+    }
+
+    /// metav1.Condition: "lastTransitionTime is the last time the condition transitioned from
+    /// one status to another" — kept while the status holds, `now` when it changes.
+    #[test]
+    fn transition_times_are_kept_unless_the_status_changes() {
+        let current = json!({
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "listeners": [{"name": "http", "conditions": [{"type": "Programmed", "status": "False",
+                            "reason": "Invalid", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}],
+        });
+        let patch = desired().patch(&current, "2026-06-01T00:00:00Z");
+        assert_eq!(patch["status"]["conditions"][0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            patch["status"]["listeners"][0]["conditions"][0]["lastTransitionTime"],
+            "2026-06-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn current_status_ignores_times_and_fields_lbgw_does_not_own() {
+        let want = desired();
+        let mut current = want.patch(&Value::Null, "2026-01-01T00:00:00Z")["status"].clone();
+        current["attachedListenerSets"] = 0.into();
+        assert!(want.is_current(&current));
+        current["addresses"][0]["value"] = "192.0.2.3".into();
+        assert!(!want.is_current(&current));
+        assert!(!want.is_current(&Value::Null));
+    }
+}

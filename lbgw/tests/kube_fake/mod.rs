@@ -1,4 +1,5 @@
-//! An in-test fake Kubernetes API server: real HTTP/1.1 and JSON on 127.0.0.1:0, implementing
+//! An in-test fake Kubernetes API server: real HTTP/1.1 and JSON on 127.0.0.1:0 (or a listener
+//! the test binds in a network namespace), implementing
 //! the subset of the API that kube-rs uses in lbgw. It is NOT an API server: no
 //! authentication, admission, defaulting, validation, field selectors or server-side-apply
 //! field management (an apply patch is merged like a JSON merge patch).
@@ -205,7 +206,14 @@ fn labels_match(object: &Value, selector: &str) -> bool {
 impl FakeApi {
     /// Starts the server on 127.0.0.1, an ephemeral port.
     pub async fn start() -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on(listener)
+    }
+
+    /// Starts the server on a bound listener (e.g. one created inside a network namespace).
+    pub fn start_on(listener: std::net::TcpListener) -> FakeApi {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         let addr = listener.local_addr().expect("addr");
         let inner = Arc::new(Mutex::new(Inner::default()));
         let (events, _) = broadcast::channel(4096);
