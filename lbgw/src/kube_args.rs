@@ -17,7 +17,12 @@ pub struct KubeArgs {
     #[arg(long, value_name = "PATH", requires = "kubernetes")]
     pub kubeconfig: Option<PathBuf>,
     /// This node's name, the holder identity of its Leases.
-    #[arg(long, env = "NODE_NAME", value_name = "NAME", required_if_eq("kubernetes", "true"))]
+    #[arg(
+        long,
+        env = "NODE_NAME",
+        value_name = "NAME",
+        required_if_eq("kubernetes", "true")
+    )]
     pub node_name: Option<String>,
     /// Namespace of lbgw's Leases.
     #[arg(long, env = "POD_NAMESPACE", value_name = "NS", default_value = "lbgw")]
@@ -28,16 +33,36 @@ pub struct KubeArgs {
     pub node_selector: Option<String>,
     /// Announce on the first interface (by name) that is up and whose name matches this regex,
     /// e.g. `^(eth|en)` (so that e.g. `siderolink` never announces).
-    #[arg(long, value_name = "REGEX", requires = "kubernetes", conflicts_with = "iface")]
+    #[arg(
+        long,
+        value_name = "REGEX",
+        requires = "kubernetes",
+        conflicts_with = "iface"
+    )]
     pub iface_regex: Option<String>,
     /// Lease duration in milliseconds (rounded up to whole seconds in the Lease).
-    #[arg(long, value_name = "MS", default_value_t = 2000, requires = "kubernetes")]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 2000,
+        requires = "kubernetes"
+    )]
     pub lease_duration_ms: u64,
     /// How often held Leases are renewed, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 500, requires = "kubernetes")]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 500,
+        requires = "kubernetes"
+    )]
     pub lease_renew_ms: u64,
     /// How often Leases are listed, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 250, requires = "kubernetes")]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 250,
+        requires = "kubernetes"
+    )]
     pub lease_poll_ms: u64,
 }
 
@@ -52,7 +77,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .context("--iface-regex")?;
     let opts = KubeRunOptions {
         kubeconfig: kube.kubeconfig,
-        node_name: kube.node_name.context("--node-name (or NODE_NAME) is required")?,
+        node_name: kube
+            .node_name
+            .context("--node-name (or NODE_NAME) is required")?,
         namespace: kube.lease_namespace,
         node_selector: kube.node_selector,
         iface: args.iface,

@@ -63,7 +63,13 @@ mod lbgw_run {
     pub struct RunArgs {
         /// Kubernetes YAML files or directories of them (repeatable; required unless
         /// --kubernetes).
-        #[arg(long, short, required_unless_present = "kubernetes", conflicts_with = "kubernetes", value_name = "PATH")]
+        #[arg(
+            long,
+            short,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes",
+            value_name = "PATH"
+        )]
         pub config: Vec<PathBuf>,
         /// Interface to announce VIPs on and attach the XDP program to (required unless
         /// --no-xdp, or --iface-regex with --kubernetes).

@@ -19,7 +19,10 @@ fn deploy_dir() -> PathBuf {
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
@@ -39,7 +42,8 @@ fn documents() -> Vec<(PathBuf, Value)> {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let value =
+                Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if !value.is_null() {
                 out.push((file.clone(), value));
             }
@@ -50,8 +54,14 @@ fn documents() -> Vec<(PathBuf, Value)> {
 
 /// Parses `value` as `T` and checks that serializing it gives `value` back.
 fn round_trip<T: DeserializeOwned + Serialize>(file: &Path, value: &Value) -> T {
-    let what = format!("{}: {} {}", file.display(), value["kind"], value["metadata"]["name"]);
-    let typed: T = serde_path_to_error::deserialize(value.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let what = format!(
+        "{}: {} {}",
+        file.display(),
+        value["kind"],
+        value["metadata"]["name"]
+    );
+    let typed: T =
+        serde_path_to_error::deserialize(value.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
     let back = serde_json::to_value(&typed).unwrap();
     if let Err(path) = contained(value, &back, String::new()) {
         panic!("{what}: {path} lost or changed by the typed parse (unknown or misplaced field?)");
@@ -137,18 +147,27 @@ fn grants(rule: &PolicyRule, group: &str, resource: &str, verb: &str) -> bool {
 
 #[test]
 fn every_manifest_parses_into_its_type_without_losing_fields() {
-    let mut rbac = Rbac { cluster_rules: Vec::new(), namespaced_rules: Vec::new() };
+    let mut rbac = Rbac {
+        cluster_rules: Vec::new(),
+        namespaced_rules: Vec::new(),
+    };
     let mut daemonset = None;
     let mut bindings = Vec::new();
     for (file, value) in documents() {
-        let kind = value["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", file.display()));
+        let kind = value["kind"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no kind", file.display()));
         match kind {
             "Kustomization" => {
                 let k: Kustomization = serde_path_to_error::deserialize(value.clone())
                     .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                 for resource in &k.resources {
                     let path = file.parent().unwrap().join(resource);
-                    assert!(path.exists(), "{}: resource {resource} does not exist", file.display());
+                    assert!(
+                        path.exists(),
+                        "{}: resource {resource} does not exist",
+                        file.display()
+                    );
                 }
             }
             "Namespace" => {
@@ -164,7 +183,12 @@ fn every_manifest_parses_into_its_type_without_losing_fields() {
             "Role" => {
                 let role: Role = round_trip(&file, &value);
                 let ns = role.metadata.namespace.clone().unwrap_or_default();
-                rbac.namespaced_rules.extend(role.rules.unwrap_or_default().into_iter().map(|r| (ns.clone(), r)));
+                rbac.namespaced_rules.extend(
+                    role.rules
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| (ns.clone(), r)),
+                );
             }
             "ClusterRoleBinding" => {
                 let b: ClusterRoleBinding = round_trip(&file, &value);
@@ -177,7 +201,10 @@ fn every_manifest_parses_into_its_type_without_losing_fields() {
             "DaemonSet" => daemonset = Some(round_trip::<DaemonSet>(&file, &value)),
             "GatewayClass" => {
                 let c: gateway_api::gatewayclasses::GatewayClass = round_trip(&file, &value);
-                assert_eq!(c.spec.controller_name, lbgw::config::GATEWAY_CONTROLLER_NAME);
+                assert_eq!(
+                    c.spec.controller_name,
+                    lbgw::config::GATEWAY_CONTROLLER_NAME
+                );
             }
             "Gateway" => {
                 round_trip::<gateway_api::gateways::Gateway>(&file, &value);
@@ -187,12 +214,18 @@ fn every_manifest_parses_into_its_type_without_losing_fields() {
             }
             "CiliumLoadBalancerIPPool" => {
                 // lbgw's own type rejects unknown spec fields.
-                round_trip::<lbgw::config::CiliumLoadBalancerIPPool>(&file, &strip_type_meta(&value));
+                round_trip::<lbgw::config::CiliumLoadBalancerIPPool>(
+                    &file,
+                    &strip_type_meta(&value),
+                );
             }
             "Certificate" => {
                 round_trip::<Certificate>(&file, &value);
             }
-            other => panic!("{}: kind {other} is not validated by this test", file.display()),
+            other => panic!(
+                "{}: kind {other} is not validated by this test",
+                file.display()
+            ),
         }
     }
 
@@ -202,32 +235,65 @@ fn every_manifest_parses_into_its_type_without_losing_fields() {
     for p in lbgw::kube::required_permissions() {
         if p.own_namespace {
             assert!(
-                rbac.namespaced_rules.iter().any(|(ns, r)| *ns == ds_ns && grants(r, p.group, &p.resource, p.verb)),
+                rbac.namespaced_rules
+                    .iter()
+                    .any(|(ns, r)| *ns == ds_ns && grants(r, p.group, &p.resource, p.verb)),
                 "no Role in {ds_ns} grants {p:?}"
             );
-            assert!(!rbac.cluster_rules.iter().any(|r| grants(r, p.group, &p.resource, p.verb)), "cluster-wide {p:?}");
+            assert!(
+                !rbac
+                    .cluster_rules
+                    .iter()
+                    .any(|r| grants(r, p.group, &p.resource, p.verb)),
+                "cluster-wide {p:?}"
+            );
         } else {
-            assert!(rbac.cluster_rules.iter().any(|r| grants(r, p.group, &p.resource, p.verb)), "no ClusterRole rule grants {p:?}");
+            assert!(
+                rbac.cluster_rules
+                    .iter()
+                    .any(|r| grants(r, p.group, &p.resource, p.verb)),
+                "no ClusterRole rule grants {p:?}"
+            );
         }
     }
     // ... and nothing else: every granted (group, resource, verb) is used.
     let required = lbgw::kube::required_permissions();
-    let all_rules = rbac.cluster_rules.iter().chain(rbac.namespaced_rules.iter().map(|(_, r)| r));
+    let all_rules = rbac
+        .cluster_rules
+        .iter()
+        .chain(rbac.namespaced_rules.iter().map(|(_, r)| r));
     for rule in all_rules {
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
                     assert!(
-                        required.iter().any(|p| p.group == group && p.resource == *resource && p.verb == verb),
+                        required
+                            .iter()
+                            .any(|p| p.group == group && p.resource == *resource && p.verb == verb),
                         "granted but unused: {group}/{resource} {verb}"
                     );
                 }
             }
         }
     }
-    let sa = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap().service_account_name.clone().unwrap();
+    let sa = ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .service_account_name
+        .clone()
+        .unwrap();
     for (role, subjects) in &bindings {
-        assert!(subjects.iter().any(|s| s.kind == "ServiceAccount" && s.name == sa && s.namespace.as_deref() == Some(&ds_ns)), "{role} is bound to the DaemonSet's ServiceAccount");
+        assert!(
+            subjects.iter().any(|s| s.kind == "ServiceAccount"
+                && s.name == sa
+                && s.namespace.as_deref() == Some(&ds_ns)),
+            "{role} is bound to the DaemonSet's ServiceAccount"
+        );
     }
 
     // The DaemonSet.
@@ -236,18 +302,42 @@ fn every_manifest_parses_into_its_type_without_losing_fields() {
     let container = &pod.containers[0];
     let args = container.args.clone().unwrap_or_default();
     assert_eq!(args[..2], ["run", "--kubernetes"]);
-    let env: Vec<_> = container.env.iter().flatten().map(|e| e.name.as_str()).collect();
-    assert!(env.contains(&"NODE_NAME") && env.contains(&"POD_NAMESPACE"), "{env:?}");
-    let caps = container.security_context.as_ref().unwrap().capabilities.as_ref().unwrap();
+    let env: Vec<_> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(
+        env.contains(&"NODE_NAME") && env.contains(&"POD_NAMESPACE"),
+        "{env:?}"
+    );
+    let caps = container
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap();
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     let added = caps.add.clone().unwrap_or_default();
-    assert_eq!(added, ["BPF", "NET_ADMIN", "PERFMON", "NET_RAW", "NET_BIND_SERVICE"]);
+    assert_eq!(
+        added,
+        ["BPF", "NET_ADMIN", "PERFMON", "NET_RAW", "NET_BIND_SERVICE"]
+    );
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).unwrap_or_default()
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+            .unwrap_or_default()
     };
     assert_eq!(probe_path(&container.liveness_probe), "/healthz");
     assert_eq!(probe_path(&container.readiness_probe), "/readyz");
-    assert!(pod.volumes.iter().flatten().any(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/sys/fs/bpf")));
+    assert!(pod.volumes.iter().flatten().any(|v| {
+        v.host_path
+            .as_ref()
+            .is_some_and(|h| h.path == "/sys/fs/bpf")
+    }));
 }
 
 /// lbgw's pool type has no apiVersion/kind fields (the loader reads them from the header).
@@ -277,6 +367,10 @@ fn example_is_accepted_by_lbgw() {
     assert!(plan.is_ok(), "{:?}", plan.errors);
     let (_, status) = lbgw::gateway::GatewayModel::build(&config, &plan);
     for route in &status.routes {
-        assert!(route.parents.iter().all(|p| p.accepted()), "{} not accepted: {status}", route.id);
+        assert!(
+            route.parents.iter().all(|p| p.accepted()),
+            "{} not accepted: {status}",
+            route.id
+        );
     }
 }

@@ -92,7 +92,10 @@ async fn wait_snapshot(
     };
     match found {
         Some(s) => s,
-        None => panic!("no snapshot with {what} within {WAIT:?}; last: {:?}", rx.borrow().config),
+        None => panic!(
+            "no snapshot with {what} within {WAIT:?}; last: {:?}",
+            rx.borrow().config
+        ),
     }
 }
 
@@ -112,24 +115,39 @@ async fn snapshots_follow_created_changed_and_deleted_objects() {
     assert_eq!(names(&first.config.gateways), ["Gateway ai/ai-gateway"]);
     assert_eq!(names(&first.config.gateway_classes), ["GatewayClass lbgw"]);
     assert_eq!(names(&first.config.http_routes), ["HTTPRoute ai/ollama"]);
-    assert_eq!(names(&first.config.ip_pools), ["CiliumLoadBalancerIPPool homelab"]);
+    assert_eq!(
+        names(&first.config.ip_pools),
+        ["CiliumLoadBalancerIPPool homelab"]
+    );
     assert!(first.errors.is_empty(), "{:?}", first.errors);
     let (_, p) = plan(&first.config, &[], None);
     let owners: BTreeSet<String> = p.vips().iter().map(|v| v.owner.to_string()).collect();
-    assert_eq!(owners, ["Gateway ai/ai-gateway".to_owned(), "Service ai/dns".to_owned()].into());
+    assert_eq!(
+        owners,
+        [
+            "Gateway ai/ai-gateway".to_owned(),
+            "Service ai/dns".to_owned()
+        ]
+        .into()
+    );
 
     // A changed route: the model routes the new prefix.
     api.apply(route("ollama", "ai-gateway", "/llm", "ollama"));
     let s = wait_snapshot(&mut rx, "the changed route", |s| {
         s.config.http_routes.iter().any(|r| {
-            serde_json::to_string(&r.object.spec.rules).unwrap_or_default().contains("/llm")
+            serde_json::to_string(&r.object.spec.rules)
+                .unwrap_or_default()
+                .contains("/llm")
         })
     })
     .await;
     let (_, p) = plan(&s.config, &[], None);
     let (model, status) = GatewayModel::build(&s.config, &p);
     assert!(status.is_ok(), "{status}");
-    assert_eq!(model.ports.iter().map(|p| p.port).collect::<Vec<_>>(), [8080]);
+    assert_eq!(
+        model.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+        [8080]
+    );
 
     // A new LoadBalancer Service gets a VIP; deleting one releases it.
     api.apply(service("vllm", "LoadBalancer"));
@@ -141,7 +159,14 @@ async fn snapshots_follow_created_changed_and_deleted_objects() {
     .await;
     let (_, p) = plan(&s.config, &[], None);
     let owners: BTreeSet<String> = p.vips().iter().map(|v| v.owner.to_string()).collect();
-    assert_eq!(owners, ["Gateway ai/ai-gateway".to_owned(), "Service ai/vllm".to_owned()].into());
+    assert_eq!(
+        owners,
+        [
+            "Gateway ai/ai-gateway".to_owned(),
+            "Service ai/vllm".to_owned()
+        ]
+        .into()
+    );
 
     // Deleting the route and lbgw's class: the Gateway is no longer lbgw's.
     api.delete("HTTPRoute", "ai", "ollama");
@@ -151,21 +176,43 @@ async fn snapshots_follow_created_changed_and_deleted_objects() {
     })
     .await;
     let (_, p) = plan(&s.config, &[], None);
-    assert!(p.vips().iter().all(|v| v.owner.kind == "Service"), "{:?}", p.vips());
+    assert!(
+        p.vips().iter().all(|v| v.owner.kind == "Service"),
+        "{:?}",
+        p.vips()
+    );
 
     // An invalid object is left out and reported; the others stay.
     let mut bad = pool("192.0.2.64/28");
     bad["metadata"]["name"] = "typo".into();
     bad["spec"]["allowFirstLastIps"] = "No".into();
     api.apply(bad);
-    let s = wait_snapshot(&mut rx, "the invalid pool reported", |s| !s.errors.is_empty()).await;
-    assert!(s.errors[0].contains("CiliumLoadBalancerIPPool typo"), "{:?}", s.errors);
-    assert_eq!(names(&s.config.ip_pools), ["CiliumLoadBalancerIPPool homelab"]);
+    let s = wait_snapshot(&mut rx, "the invalid pool reported", |s| {
+        !s.errors.is_empty()
+    })
+    .await;
+    assert!(
+        s.errors[0].contains("CiliumLoadBalancerIPPool typo"),
+        "{:?}",
+        s.errors
+    );
+    assert_eq!(
+        names(&s.config.ip_pools),
+        ["CiliumLoadBalancerIPPool homelab"]
+    );
 
     // The watches ran with bookmarks, from the listed resourceVersion.
-    let watches: Vec<_> = api.requests().into_iter().filter(|r| r.query.contains("watch=true")).collect();
+    let watches: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.contains("watch=true"))
+        .collect();
     assert!(watches.len() >= 8, "one watch per kind: {}", watches.len());
-    assert!(watches.iter().all(|r| r.query.contains("allowWatchBookmarks=true")));
+    assert!(
+        watches
+            .iter()
+            .all(|r| r.query.contains("allowWatchBookmarks=true"))
+    );
 }
 
 /// The leader's status: Gateway addresses, conditions and attachedRoutes; GatewayClass
@@ -186,40 +233,90 @@ async fn status_is_written_minimally_and_read_back_as_allocations() {
     let mut rx = source.snapshots();
     let s = wait_snapshot(&mut rx, "the seed", |s| !s.config.services.is_empty()).await;
     let (pools, p) = plan(&s.config, &[], None);
-    assert!(published_vips(&s.config, &pools, &p).is_empty(), "nothing published yet");
+    assert!(
+        published_vips(&s.config, &pools, &p).is_empty(),
+        "nothing published yet"
+    );
     let (_, report) = GatewayModel::build(&s.config, &p);
     let desired = DesiredStatus::compute(&s.config, &p, &report);
     let writer = StatusWriter::new(api.client(), source.stores().clone());
-    assert_eq!(writer.apply(&desired).await, 4, "GatewayClass, Gateway, HTTPRoute, Service");
+    assert_eq!(
+        writer.apply(&desired).await,
+        4,
+        "GatewayClass, Gateway, HTTPRoute, Service"
+    );
 
-    let patches: Vec<_> = api.requests().into_iter().filter(|r| r.method == "PATCH").collect();
+    let patches: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
     assert_eq!(patches.len(), 4);
     for patch in &patches {
         assert!(patch.path.ends_with("/status"), "{}", patch.path);
         assert_eq!(patch.content_type, "application/merge-patch+json");
     }
-    let gw_vip = p.ips_of(&lbgw::config::ObjectRef::new("Gateway", "ai", "ai-gateway")).next().unwrap();
-    let dns_vip = p.ips_of(&lbgw::config::ObjectRef::new("Service", "ai", "dns")).next().unwrap();
+    let gw_vip = p
+        .ips_of(&lbgw::config::ObjectRef::new("Gateway", "ai", "ai-gateway"))
+        .next()
+        .unwrap();
+    let dns_vip = p
+        .ips_of(&lbgw::config::ObjectRef::new("Service", "ai", "dns"))
+        .next()
+        .unwrap();
 
     let gw = api.get("Gateway", "ai", "ai-gateway").unwrap();
-    assert_eq!(gw["status"]["addresses"], json!([{"type": "IPAddress", "value": gw_vip.to_string()}]));
+    assert_eq!(
+        gw["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": gw_vip.to_string()}])
+    );
     let cond = |list: &Value, t: &str| -> Value {
-        list.as_array().unwrap().iter().find(|c| c["type"] == t).cloned().unwrap_or(Value::Null)
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap_or(Value::Null)
     };
-    assert_eq!(cond(&gw["status"]["conditions"], "Accepted")["status"], "True");
-    assert_eq!(cond(&gw["status"]["conditions"], "Programmed")["status"], "True");
-    assert_eq!(cond(&gw["status"]["conditions"], "Programmed")["observedGeneration"], 1);
+    assert_eq!(
+        cond(&gw["status"]["conditions"], "Accepted")["status"],
+        "True"
+    );
+    assert_eq!(
+        cond(&gw["status"]["conditions"], "Programmed")["status"],
+        "True"
+    );
+    assert_eq!(
+        cond(&gw["status"]["conditions"], "Programmed")["observedGeneration"],
+        1
+    );
     let listener = &gw["status"]["listeners"][0];
     assert_eq!(listener["name"], "http");
     assert_eq!(listener["attachedRoutes"], 1);
     assert_eq!(listener["supportedKinds"][0]["kind"], "HTTPRoute");
-    assert_eq!(cond(&listener["conditions"], "ResolvedRefs")["status"], "True");
+    assert_eq!(
+        cond(&listener["conditions"], "ResolvedRefs")["status"],
+        "True"
+    );
     assert!(cond(&listener["conditions"], "Accepted")["lastTransitionTime"].is_string());
 
     let class = api.get("GatewayClass", "", "lbgw").unwrap();
-    assert_eq!(cond(&class["status"]["conditions"], "Accepted")["status"], "True");
-    assert!(api.get("GatewayClass", "", "other").unwrap().get("status").is_none());
-    assert!(api.get("Gateway", "ai", "foreign").unwrap().get("status").is_none());
+    assert_eq!(
+        cond(&class["status"]["conditions"], "Accepted")["status"],
+        "True"
+    );
+    assert!(
+        api.get("GatewayClass", "", "other")
+            .unwrap()
+            .get("status")
+            .is_none()
+    );
+    assert!(
+        api.get("Gateway", "ai", "foreign")
+            .unwrap()
+            .get("status")
+            .is_none()
+    );
 
     let r = api.get("HTTPRoute", "ai", "ollama").unwrap();
     let parents = r["status"]["parents"].as_array().unwrap();
@@ -227,32 +324,66 @@ async fn status_is_written_minimally_and_read_back_as_allocations() {
     assert_eq!(parents[0]["controllerName"], "example.com/other-controller");
     assert_eq!(parents[1]["controllerName"], GATEWAY_CONTROLLER_NAME);
     assert_eq!(parents[1]["parentRef"]["name"], "ai-gateway");
-    assert_eq!(cond(&parents[1]["conditions"], "Accepted")["status"], "True");
-    assert_eq!(cond(&parents[1]["conditions"], "ResolvedRefs")["status"], "True");
+    assert_eq!(
+        cond(&parents[1]["conditions"], "Accepted")["status"],
+        "True"
+    );
+    assert_eq!(
+        cond(&parents[1]["conditions"], "ResolvedRefs")["status"],
+        "True"
+    );
 
     let svc = api.get("Service", "ai", "dns").unwrap();
-    assert_eq!(svc["status"]["loadBalancer"]["ingress"], json!([{"ip": dns_vip.to_string()}]));
-    assert!(api.get("Service", "ai", "ollama").unwrap()["status"].is_null(), "ClusterIP untouched");
+    assert_eq!(
+        svc["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": dns_vip.to_string()}])
+    );
+    assert!(
+        api.get("Service", "ai", "ollama").unwrap()["status"].is_null(),
+        "ClusterIP untouched"
+    );
 
     // The status comes back through the watches: nothing more to write, and a follower with
     // no state of its own computes the same VIPs, all published.
     let s = wait_snapshot(&mut rx, "the written status", |s| {
-        s.config.services.iter().any(|svc| svc.object.status.as_ref().is_some_and(|st| st.load_balancer.is_some()))
-            && s.config.http_routes.iter().any(|r| r.object.status.as_ref().is_some_and(|st| st.parents.len() == 2))
-            && s.config.gateways.iter().any(|g| g.object.status.as_ref().is_some_and(|st| st.addresses.is_some()))
+        s.config.services.iter().any(|svc| {
+            svc.object
+                .status
+                .as_ref()
+                .is_some_and(|st| st.load_balancer.is_some())
+        }) && s.config.http_routes.iter().any(|r| {
+            r.object
+                .status
+                .as_ref()
+                .is_some_and(|st| st.parents.len() == 2)
+        }) && s.config.gateways.iter().any(|g| {
+            g.object
+                .status
+                .as_ref()
+                .is_some_and(|st| st.addresses.is_some())
+        })
     })
     .await;
     let (pools2, p2) = plan(&s.config, &[], None);
     assert_eq!(p2.vips(), p.vips());
-    assert_eq!(published_vips(&s.config, &pools2, &p2), [gw_vip, dns_vip].into());
+    assert_eq!(
+        published_vips(&s.config, &pools2, &p2),
+        [gw_vip, dns_vip].into()
+    );
     let (_, report) = GatewayModel::build(&s.config, &p2);
     let desired = DesiredStatus::compute(&s.config, &p2, &report);
-    assert_eq!(writer.apply(&desired).await, 0, "idempotent: nothing changed");
+    assert_eq!(
+        writer.apply(&desired).await,
+        0,
+        "idempotent: nothing changed"
+    );
 
     // A second pool block added before the Gateway's address: the published address stays.
     api.apply(pool("192.0.2.0/27"));
     let s = wait_snapshot(&mut rx, "the bigger pool", |s| {
-        serde_json::to_string(&s.config.ip_pools[0].object.spec).unwrap().contains("/27")
+        serde_json::to_string(&s.config.ip_pools[0].object.spec)
+            .unwrap()
+            .contains("/27")
     })
     .await;
     let (_, p3) = plan(&s.config, &[], None);
@@ -283,11 +414,22 @@ async fn wait_ownership(
 fn holders(api: &FakeApi) -> Vec<(String, String)> {
     api.list("Lease")
         .into_iter()
-        .filter(|l| l["metadata"]["name"].as_str().unwrap().starts_with("lbgw-vip-"))
+        .filter(|l| {
+            l["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("lbgw-vip-")
+        })
         .map(|l| {
             (
-                l["metadata"]["annotations"]["lbgw.io/vip"].as_str().unwrap_or("").to_owned(),
-                l["spec"]["holderIdentity"].as_str().unwrap_or("").to_owned(),
+                l["metadata"]["annotations"]["lbgw.io/vip"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
             )
         })
         .collect()
@@ -300,13 +442,18 @@ fn holders(api: &FakeApi) -> Vec<(String, String)> {
 #[tokio::test]
 async fn two_nodes_spread_vips_and_fail_over() {
     let api = FakeApi::start().await;
-    let vips: BTreeSet<IpAddr> = (1..=6).map(|i| format!("192.0.2.{i}").parse().unwrap()).collect();
+    let vips: BTreeSet<IpAddr> = (1..=6)
+        .map(|i| format!("192.0.2.{i}").parse().unwrap())
+        .collect();
     let expected_a: BTreeSet<IpAddr> = vips
         .iter()
         .copied()
         .filter(|v| rendezvous_rank(*v, ["node-a", "node-b"])[0] == "node-a")
         .collect();
-    assert!(!expected_a.is_empty() && expected_a.len() < vips.len(), "the test's VIPs spread");
+    assert!(
+        !expected_a.is_empty() && expected_a.len() < vips.len(),
+        "the test's VIPs spread"
+    );
     let expected_b: BTreeSet<IpAddr> = vips.difference(&expected_a).copied().collect();
 
     let a = LeaseSet::spawn(api.client(), lease_opts("node-a"));
@@ -314,45 +461,85 @@ async fn two_nodes_spread_vips_and_fail_over() {
     a.set_vips(vips.clone());
     b.set_vips(vips.clone());
     let (mut ra, mut rb) = (a.ownership(), b.ownership());
-    wait_ownership(&mut ra, "node-a holds its share", WAIT, |o| o.vips == expected_a).await;
-    let ob = wait_ownership(&mut rb, "node-b holds its share", WAIT, |o| o.vips == expected_b).await;
+    wait_ownership(&mut ra, "node-a holds its share", WAIT, |o| {
+        o.vips == expected_a
+    })
+    .await;
+    let ob = wait_ownership(&mut rb, "node-b holds its share", WAIT, |o| {
+        o.vips == expected_b
+    })
+    .await;
     let oa = ra.borrow().clone();
-    assert!(oa.leader != ob.leader, "exactly one leader: a {} b {}", oa.leader, ob.leader);
+    assert!(
+        oa.leader != ob.leader,
+        "exactly one leader: a {} b {}",
+        oa.leader,
+        ob.leader
+    );
     let stored = holders(&api);
     assert_eq!(stored.len(), vips.len());
     for (vip, holder) in &stored {
         let vip: IpAddr = vip.parse().unwrap();
-        let want = if expected_a.contains(&vip) { "node-a" } else { "node-b" };
+        let want = if expected_a.contains(&vip) {
+            "node-a"
+        } else {
+            "node-b"
+        };
         assert_eq!(holder, want, "Lease of {vip}");
     }
 
     // node-a dies: no release, its Leases expire.
     drop(a);
     let died = Instant::now();
-    wait_ownership(&mut rb, "node-b takes over", WAIT, |o| o.vips == vips && o.leader).await;
+    wait_ownership(&mut rb, "node-b takes over", WAIT, |o| {
+        o.vips == vips && o.leader
+    })
+    .await;
     let failover = died.elapsed();
-    assert!(failover < Duration::from_secs(3), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(3),
+        "failover took {failover:?}"
+    );
     eprintln!("failover after a crash: {failover:?}");
 
     // node-a comes back: its VIPs are handed back to it.
     let a = LeaseSet::spawn(api.client(), lease_opts("node-a"));
     a.set_vips(vips.clone());
     let mut ra = a.ownership();
-    wait_ownership(&mut ra, "node-a gets its share back", WAIT, |o| o.vips == expected_a).await;
-    wait_ownership(&mut rb, "node-b keeps its share", WAIT, |o| o.vips == expected_b).await;
+    wait_ownership(&mut ra, "node-a gets its share back", WAIT, |o| {
+        o.vips == expected_a
+    })
+    .await;
+    wait_ownership(&mut rb, "node-b keeps its share", WAIT, |o| {
+        o.vips == expected_b
+    })
+    .await;
 
     // node-b shuts down gracefully: released Leases move within a few polls.
     let stopped = Instant::now();
     b.shutdown().await;
-    wait_ownership(&mut ra, "node-a takes everything", WAIT, |o| o.vips == vips && o.leader).await;
+    wait_ownership(&mut ra, "node-a takes everything", WAIT, |o| {
+        o.vips == vips && o.leader
+    })
+    .await;
     let handover = stopped.elapsed();
-    assert!(handover < Duration::from_secs(1), "graceful hand-over took {handover:?}");
+    assert!(
+        handover < Duration::from_secs(1),
+        "graceful hand-over took {handover:?}"
+    );
     eprintln!("hand-over after a graceful shutdown: {handover:?}");
 
     // An ineligible node (uplink down) releases its Leases.
     a.set_eligible(false);
-    wait_ownership(&mut ra, "node-a releases", WAIT, |o| o.vips.is_empty() && !o.leader).await;
-    assert!(holders(&api).iter().all(|(_, h)| h.is_empty()), "{:?}", holders(&api));
+    wait_ownership(&mut ra, "node-a releases", WAIT, |o| {
+        o.vips.is_empty() && !o.leader
+    })
+    .await;
+    assert!(
+        holders(&api).iter().all(|(_, h)| h.is_empty()),
+        "{:?}",
+        holders(&api)
+    );
     a.shutdown().await;
 }
 
@@ -383,10 +570,16 @@ async fn backend() -> std::net::SocketAddr {
 /// `GET path` with `Host: ai.homelab.internal` on 127.0.0.1:port: the status line and body.
 async fn get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(Ok(mut stream)) = timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port))).await else {
+    let Ok(Ok(mut stream)) = timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    else {
         return "connect failed".into();
     };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: ai.homelab.internal\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: ai.homelab.internal\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return "write failed".into();
     }
@@ -414,7 +607,11 @@ async fn lbgw_run_kubernetes_end_to_end() {
     let api = FakeApi::start().await;
     let backend = backend().await;
     // A free port for the Gateway listener (the proxy binds Gateway ports as configured).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     seed(&api);
     api.apply(gateway("ai-gateway", "lbgw", port));
     api.apply(endpoints("ollama", "127.0.0.1", backend.port()));
@@ -432,7 +629,15 @@ async fn lbgw_run_kubernetes_end_to_end() {
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lbgw"))
-        .args(["run", "--kubernetes", "--no-xdp", "--bind", "127.0.0.1", "--node-name", "node-1"])
+        .args([
+            "run",
+            "--kubernetes",
+            "--no-xdp",
+            "--bind",
+            "127.0.0.1",
+            "--node-name",
+            "node-1",
+        ])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .env("LBGW_LOG", "info")
@@ -454,12 +659,17 @@ async fn lbgw_run_kubernetes_end_to_end() {
     eventually("the leader and VIP Leases held by node-1", || {
         let leases = api.list("Lease");
         let held = |name: &str| {
-            leases.iter().any(|l| l["metadata"]["name"] == name && l["spec"]["holderIdentity"] == "node-1")
+            leases
+                .iter()
+                .any(|l| l["metadata"]["name"] == name && l["spec"]["holderIdentity"] == "node-1")
         };
         held("lbgw-leader") && held(&format!("lbgw-vip-{vip}"))
     })
     .await;
-    assert_eq!(get(port, "/ollama/api/tags").await, "HTTP/1.1 200 OK | backend saw /ollama/api/tags");
+    assert_eq!(
+        get(port, "/ollama/api/tags").await,
+        "HTTP/1.1 200 OK | backend saw /ollama/api/tags"
+    );
 
     api.apply(route("ollama", "ai-gateway", "/llm", "ollama"));
     let start = Instant::now();
@@ -469,7 +679,10 @@ async fn lbgw_run_kubernetes_end_to_end() {
             assert_eq!(got, "HTTP/1.1 200 OK | backend saw /llm/x");
             break;
         }
-        assert!(start.elapsed() < WAIT, "the changed route is not served: {got}");
+        assert!(
+            start.elapsed() < WAIT,
+            "the changed route is not served: {got}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(get(port, "/ollama/x").await.starts_with("HTTP/1.1 404"));
@@ -478,12 +691,18 @@ async fn lbgw_run_kubernetes_end_to_end() {
     let pid = child.id().unwrap() as i32;
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let status = timeout(WAIT, child.wait()).await.expect("exit after SIGTERM").unwrap();
+    let status = timeout(WAIT, child.wait())
+        .await
+        .expect("exit after SIGTERM")
+        .unwrap();
     assert!(status.success(), "{status}");
     let held: Vec<Value> = api
         .list("Lease")
         .into_iter()
         .filter(|l| l["spec"]["holderIdentity"].is_string())
         .collect();
-    assert!(held.is_empty(), "Leases still held after shutdown: {held:?}");
+    assert!(
+        held.is_empty(),
+        "Leases still held after shutdown: {held:?}"
+    );
 }

@@ -73,11 +73,15 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     node_a.ip(&["addr", "add", "192.0.2.101/24", "dev", "eth0"]);
     node_b.ip(&["addr", "add", "192.0.2.102/24", "dev", "eth0"]);
     // Learn neighbours from gratuitous ARP (off by default).
-    run(lan.cmd("sysctl").args(["-q", "-w", "net.ipv4.conf.br0.arp_accept=1"]));
+    run(lan
+        .cmd("sysctl")
+        .args(["-q", "-w", "net.ipv4.conf.br0.arp_accept=1"]));
 
     // One VIP preferred by each node.
     let nodes = ["node-a", "node-b"];
-    let candidates: Vec<IpAddr> = (20..30).map(|i| format!("192.0.2.{i}").parse().unwrap()).collect();
+    let candidates: Vec<IpAddr> = (20..30)
+        .map(|i| format!("192.0.2.{i}").parse().unwrap())
+        .collect();
     let pick = |node: &str| {
         *candidates
             .iter()
@@ -103,9 +107,22 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     .unwrap();
     let start = |ns: &Netns, node: &str| {
         let mut cmd = ns.cmd(lbgw_bin());
-        cmd.args(["run", "--kubernetes", "--node-name", node, "--iface", "eth0"])
-            .args(["--lb-cidr", "192.0.2.16/28", "--announce-interval", "0", "--kubeconfig"])
-            .arg(&kubeconfig);
+        cmd.args([
+            "run",
+            "--kubernetes",
+            "--node-name",
+            node,
+            "--iface",
+            "eth0",
+        ])
+        .args([
+            "--lb-cidr",
+            "192.0.2.16/28",
+            "--announce-interval",
+            "0",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig);
         let mut lbgw = Lbgw::spawn(cmd);
         lbgw.wait_for("lbgw ready", Duration::from_secs(60));
         lbgw
@@ -116,15 +133,25 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
 
     // Spread, and announced: the LAN learned each VIP from its preferred node's GARP.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !(neighbour_mac(&lan, vip_a).contains(&mac_a) && neighbour_mac(&lan, vip_b).contains(&mac_b)) {
+    while !(neighbour_mac(&lan, vip_a).contains(&mac_a)
+        && neighbour_mac(&lan, vip_b).contains(&mac_b))
+    {
         assert!(
             Instant::now() < deadline,
             "VIPs not announced by their nodes: {vip_a} {:?} (holder {:?}), {vip_b} {:?} (holder {:?})\n--- a:\n{}\n--- b:\n{}",
-            neighbour_mac(&lan, vip_a), holder(&api, vip_a), neighbour_mac(&lan, vip_b), holder(&api, vip_b), a.log(), b.log()
+            neighbour_mac(&lan, vip_a),
+            holder(&api, vip_a),
+            neighbour_mac(&lan, vip_b),
+            holder(&api, vip_b),
+            a.log(),
+            b.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!((holder(&api, vip_a), holder(&api, vip_b)), ("node-a".into(), "node-b".into()));
+    assert_eq!(
+        (holder(&api, vip_a), holder(&api, vip_b)),
+        ("node-a".into(), "node-b".into())
+    );
 
     // node-a crashes.
     a.kill();
@@ -140,10 +167,17 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     }
     let failover = killed.elapsed();
     eprintln!("failover with gratuitous ARP after SIGKILL: {failover:?}");
-    assert!(failover < Duration::from_secs(3), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(3),
+        "failover took {failover:?}"
+    );
     assert_eq!(holder(&api, vip_a), "node-b");
     // ARP requests are answered by the new holder.
-    let out = lan.cmd("arping").args(["-c", "1", "-w", "2", "-I", "br0", &vip_a.to_string()]).output().unwrap();
+    let out = lan
+        .cmd("arping")
+        .args(["-c", "1", "-w", "2", "-I", "br0", &vip_a.to_string()])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(text.contains(&mac_b), "arping {vip_a}: {text}");
 

@@ -179,7 +179,9 @@ pub fn write_layout(binary: &Path, out: &Path, reference: &str, mtime: u64) -> R
 
 /// Reads a blob named by a descriptor and checks its size and digest.
 fn read_blob(dir: &Path, descriptor: &Value) -> Result<Vec<u8>> {
-    let digest = descriptor["digest"].as_str().context("descriptor without digest")?;
+    let digest = descriptor["digest"]
+        .as_str()
+        .context("descriptor without digest")?;
     let hex = digest
         .strip_prefix("sha256:")
         .with_context(|| format!("unsupported digest algorithm in {digest}"))?;
@@ -216,18 +218,31 @@ pub struct Verified {
 /// digests of the uncompressed layers. Returns the binary found in the layer.
 pub fn verify_layout(dir: &Path) -> Result<Verified> {
     let layout: Value = serde_json::from_slice(&fs::read(dir.join("oci-layout"))?)?;
-    ensure!(layout["imageLayoutVersion"] == "1.0.0", "oci-layout: {layout}");
+    ensure!(
+        layout["imageLayoutVersion"] == "1.0.0",
+        "oci-layout: {layout}"
+    );
     let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json"))?)?;
     ensure!(index["schemaVersion"] == 2, "index.json: schemaVersion");
-    let manifests = index["manifests"].as_array().context("index.json: manifests")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("index.json: manifests")?;
     ensure!(manifests.len() == 1, "index.json: one manifest expected");
-    ensure!(manifests[0]["mediaType"] == MANIFEST_TYPE, "index.json: manifest mediaType");
+    ensure!(
+        manifests[0]["mediaType"] == MANIFEST_TYPE,
+        "index.json: manifest mediaType"
+    );
     let manifest: Value = serde_json::from_slice(&read_blob(dir, &manifests[0])?)?;
     ensure!(manifest["mediaType"] == MANIFEST_TYPE, "manifest mediaType");
-    ensure!(manifest["config"]["mediaType"] == CONFIG_TYPE, "config mediaType");
+    ensure!(
+        manifest["config"]["mediaType"] == CONFIG_TYPE,
+        "config mediaType"
+    );
     let config: Value = serde_json::from_slice(&read_blob(dir, &manifest["config"])?)?;
     let layers = manifest["layers"].as_array().context("manifest: layers")?;
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().context("config: diff_ids")?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .context("config: diff_ids")?;
     ensure!(layers.len() == diff_ids.len(), "one diff_id per layer");
     let mut found = None;
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
@@ -303,11 +318,21 @@ mod tests {
         assert_eq!(fs::read_dir(out.join("blobs/sha256")).unwrap().count(), 3);
 
         let again = dir.path().join("again");
-        assert_eq!(write_layout(&binary, &again, "lbgw:test", 0).unwrap(), manifest, "reproducible");
-        assert!(write_layout(&binary, &again, "lbgw:test", 0).is_err(), "refuses a non-empty output");
+        assert_eq!(
+            write_layout(&binary, &again, "lbgw:test", 0).unwrap(),
+            manifest,
+            "reproducible"
+        );
+        assert!(
+            write_layout(&binary, &again, "lbgw:test", 0).is_err(),
+            "refuses a non-empty output"
+        );
 
         // Flip one byte of the largest blob (the layer).
-        let mut blobs: Vec<_> = fs::read_dir(out.join("blobs/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut blobs: Vec<_> = fs::read_dir(out.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         blobs.sort_by_key(|p| fs::metadata(p).unwrap().len());
         let layer = blobs.last().unwrap();
         let mut data = fs::read(layer).unwrap();

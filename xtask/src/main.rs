@@ -123,11 +123,12 @@ fn main() -> Result<()> {
             let manifest = image::write_layout(&binary, &output, &reference, mtime)?;
             let verified = image::verify_layout(&output)?;
             println!(
-                "wrote {} ({reference}): manifest {} ({} bytes), binary {} bytes; {} blobs verified",
+                "wrote {} ({reference}): manifest {} ({} bytes), binary {} bytes (mode {:o}); {} blobs verified",
                 output.display(),
                 manifest.digest,
                 manifest.size,
                 verified.binary.len(),
+                verified.mode,
                 verified.blobs
             );
             Ok(())

@@ -34,7 +34,11 @@ pub fn state_from_status(config: &Config, pools: &Pools) -> State {
         }
     };
     for gateway in config.managed_gateways() {
-        let addresses = gateway.object.status.as_ref().and_then(|s| s.addresses.as_ref());
+        let addresses = gateway
+            .object
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref());
         for address in addresses.into_iter().flatten() {
             // GatewayStatusAddress.type defaults to IPAddress.
             if address.r#type.as_deref().is_none_or(|t| t == "IPAddress") {

@@ -303,12 +303,17 @@ impl Participant {
 
     /// One poll: list, then create/acquire/renew/release/delete as needed.
     async fn round(&mut self, vips: &BTreeSet<IpAddr>, eligible: bool) -> Result<(), KubeError> {
-        let params = ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-        let list = self.api.list(&params).await.map_err(|source| KubeError::Api {
-            verb: "list",
-            object: format!("Leases in namespace {}", self.opts.namespace),
-            source,
-        })?;
+        let params =
+            ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+        let list = self
+            .api
+            .list(&params)
+            .await
+            .map_err(|source| KubeError::Api {
+                verb: "list",
+                object: format!("Leases in namespace {}", self.opts.namespace),
+                source: Box::new(source),
+            })?;
         let now = Instant::now();
         let mut seen = BTreeMap::new();
         for lease in list.items {
@@ -357,7 +362,9 @@ impl Participant {
                     .iter()
                     .map(String::as_str)
                     .filter(|n| Some(*n) != expired_holder.as_deref());
-                let preferred = rendezvous_rank(vip, candidates).first().map(|s| s.to_string());
+                let preferred = rendezvous_rank(vip, candidates)
+                    .first()
+                    .map(|s| s.to_string());
                 let i_am_preferred = preferred.as_deref() == Some(me.as_str());
                 let holder = observed.and_then(|o| o.holder());
                 if holder == Some(me.as_str())
@@ -385,10 +392,10 @@ impl Participant {
             if let Err(err) = self.write(&name, action, vip).await {
                 // A conflict is a lost race, not an error worth more than a debug line.
                 match &err {
-                    KubeError::Api {
-                        source: kube::Error::Api(status),
-                        ..
-                    } if status.code == 409 => debug!("{}", error_chain(&err)),
+                    KubeError::Api { source, .. } if matches!(source.as_ref(), kube::Error::Api(status) if status.code == 409) =>
+                    {
+                        debug!("{}", error_chain(&err))
+                    }
                     _ => warn!("leases: {}", error_chain(&err)),
                 }
             }
@@ -465,12 +472,16 @@ impl Participant {
                         namespace: Some(self.opts.namespace.clone()),
                         labels: Some(
                             [
-                                ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+                                (
+                                    "app.kubernetes.io/managed-by".to_owned(),
+                                    MANAGED_BY.to_owned(),
+                                ),
                                 (ROLE_LABEL.to_owned(), role.to_owned()),
                             ]
                             .into(),
                         ),
-                        annotations: vip.map(|v| [(VIP_ANNOTATION.to_owned(), v.to_string())].into()),
+                        annotations: vip
+                            .map(|v| [(VIP_ANNOTATION.to_owned(), v.to_string())].into()),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {
@@ -482,7 +493,10 @@ impl Participant {
                         ..Default::default()
                     }),
                 };
-                self.api.create(&PostParams::default(), &lease).await.map(|l| (true, Some(l)))
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|l| (true, Some(l)))
             }
             Action::Acquire | Action::Renew | Action::Release => {
                 let Some(observed) = self.observed.get(name) else {
@@ -562,7 +576,7 @@ impl Participant {
                 Err(KubeError::Api {
                     verb,
                     object: format!("Lease {}/{name}", self.opts.namespace),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
@@ -570,7 +584,9 @@ impl Participant {
 }
 
 fn seen_holder(observed: &BTreeMap<String, Observed>, name: &str) -> Option<String> {
-    observed.get(name).and_then(|o| o.holder().map(str::to_owned))
+    observed
+        .get(name)
+        .and_then(|o| o.holder().map(str::to_owned))
 }
 
 fn vip_of(lease: &Lease) -> Option<IpAddr> {
@@ -589,7 +605,10 @@ mod tests {
 
     #[test]
     fn vip_lease_names_are_dns_subdomains() {
-        assert_eq!(lease_name_for_vip("192.0.2.1".parse().unwrap()), "lbgw-vip-192.0.2.1");
+        assert_eq!(
+            lease_name_for_vip("192.0.2.1".parse().unwrap()),
+            "lbgw-vip-192.0.2.1"
+        );
         assert_eq!(
             lease_name_for_vip("2001:db8::".parse().unwrap()),
             "lbgw-vip-2001-db8-0-0-0-0-0-0"
@@ -601,7 +620,9 @@ mod tests {
     #[test]
     fn rendezvous_moves_only_the_departed_nodes_vips() {
         let nodes = ["worker-1", "worker-2", "worker-3"];
-        let vips: Vec<IpAddr> = (1..=60).map(|i| format!("192.0.2.{i}").parse().unwrap()).collect();
+        let vips: Vec<IpAddr> = (1..=60)
+            .map(|i| format!("192.0.2.{i}").parse().unwrap())
+            .collect();
         let mut counts = BTreeMap::new();
         for &vip in &vips {
             let first = rendezvous_rank(vip, nodes)[0];
@@ -612,7 +633,11 @@ mod tests {
                 assert_eq!(first, after, "{vip} moved although its node stayed");
             }
         }
-        assert_eq!(counts.len(), 3, "every node is preferred for some VIP: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            3,
+            "every node is preferred for some VIP: {counts:?}"
+        );
         assert!(counts.values().all(|&c| c >= 10), "VIPs spread: {counts:?}");
     }
 }

@@ -69,7 +69,11 @@ pub fn required_permissions() -> Vec<Permission> {
     }
     for status_kind in status::STATUS_KINDS {
         if let Some(kind) = KIND_RESOURCES.iter().find(|k| k.kind == *status_kind) {
-            out.push(cluster(kind.group, &format!("{}/status", kind.plural), "patch"));
+            out.push(cluster(
+                kind.group,
+                &format!("{}/status", kind.plural),
+                "patch",
+            ));
         }
     }
     out.push(cluster("", "nodes", "get"));
@@ -106,7 +110,7 @@ pub enum KubeError {
         object: String,
         /// The client's error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The node object could not be read or does not match `--node-selector`.
     #[error("node {node}: {reason}")]

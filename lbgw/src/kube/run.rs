@@ -109,7 +109,10 @@ pub fn parse_selector(text: &str) -> Result<Selector, String> {
             Expression::Equal(k.trim().into(), v.trim().into())
         } else if let Some(k) = part.strip_prefix('!') {
             Expression::DoesNotExist(k.trim().into())
-        } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+        } else if part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
             Expression::Exists(part.into())
         } else {
             return Err(format!("unsupported label selector term {part:?}"));
@@ -124,7 +127,8 @@ pub fn select_interface(name: Option<&str>, regex: Option<&Regex>) -> Result<Int
     if let Some(name) = name {
         return Interface::by_name(name).map_err(KubeError::from);
     }
-    let regex = regex.ok_or_else(|| KubeError::Interface("neither --iface nor --iface-regex given".into()))?;
+    let regex = regex
+        .ok_or_else(|| KubeError::Interface("neither --iface nor --iface-regex given".into()))?;
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .map_err(|e| KubeError::Interface(format!("listing /sys/class/net: {e}")))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -134,7 +138,12 @@ pub fn select_interface(name: Option<&str>, regex: Option<&Regex>) -> Result<Int
     names
         .iter()
         .find(|n| uplink_up(n))
-        .ok_or_else(|| KubeError::Interface(format!("no interface that is up matches {:?} (matching: {names:?})", regex.as_str())))
+        .ok_or_else(|| {
+            KubeError::Interface(format!(
+                "no interface that is up matches {:?} (matching: {names:?})",
+                regex.as_str()
+            ))
+        })
         .and_then(|n| Interface::by_name(n).map_err(KubeError::from))
 }
 
@@ -146,7 +155,11 @@ pub fn uplink_up(iface: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn node_matches(client: &Client, node: &str, selector: Option<&Selector>) -> Result<bool, KubeError> {
+async fn node_matches(
+    client: &Client,
+    node: &str,
+    selector: Option<&Selector>,
+) -> Result<bool, KubeError> {
     let Some(selector) = selector else {
         return Ok(true);
     };
@@ -154,7 +167,7 @@ async fn node_matches(client: &Client, node: &str, selector: Option<&Selector>) 
     let object = nodes.get(node).await.map_err(|source| KubeError::Api {
         verb: "get",
         object: format!("Node {node}"),
-        source,
+        source: Box::new(source),
     })?;
     let labels = object.metadata.labels.unwrap_or_default();
     Ok(selector.matches(&labels))
@@ -222,7 +235,10 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
     let writer = StatusWriter::new(client.clone(), source.stores().clone());
 
     let mut snapshots = source.snapshots();
-    let first = source.first_snapshot().await.ok_or(KubeError::SourceStopped)?;
+    let first = source
+        .first_snapshot()
+        .await
+        .ok_or(KubeError::SourceStopped)?;
     snapshots.mark_unchanged();
     info!(objects = ?first.config, "first snapshot from the Kubernetes API");
     let env = opts.env_lb_cidr.as_deref();
@@ -275,7 +291,15 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
             let vips = published_vips(&current.config, &pools, &plan);
             leases.set_vips(vips);
             if let Some(xdp) = xdp.as_mut() {
-                sync_dataplane(xdp, &current.config, &pools, &plan, &owned, !opts.no_early_drop, &[]);
+                sync_dataplane(
+                    xdp,
+                    &current.config,
+                    &pools,
+                    &plan,
+                    &owned,
+                    !opts.no_early_drop,
+                    &[],
+                );
             }
             if owned.leader {
                 let (_, report) = GatewayModel::build(&current.config, &plan);

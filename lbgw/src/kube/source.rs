@@ -252,7 +252,10 @@ impl KubeSource {
                         warn!("ignoring an invalid object: {err}");
                     }
                 }
-                if last.as_ref().is_none_or(|(c, e)| *c != config || *e != errors) {
+                if last
+                    .as_ref()
+                    .is_none_or(|(c, e)| *c != config || *e != errors)
+                {
                     generation += 1;
                     last = Some((config.clone(), errors.clone()));
                     let snapshot = Snapshot {
@@ -288,7 +291,10 @@ impl KubeSource {
     /// Waits for the first complete snapshot.
     pub async fn first_snapshot(&self) -> Option<Arc<Snapshot>> {
         let mut rx = self.snapshots.clone();
-        rx.wait_for(|s| s.generation > 0).await.ok().map(|s| s.clone())
+        rx.wait_for(|s| s.generation > 0)
+            .await
+            .ok()
+            .map(|s| s.clone())
     }
 }
 

@@ -165,7 +165,9 @@ impl DesiredStatus {
                 .into_iter()
                 .flatten()
                 .any(|e| e.controller_name == GATEWAY_CONTROLLER_NAME);
-            let has_ours = parents.iter().any(|p| p["controllerName"] == GATEWAY_CONTROLLER_NAME);
+            let has_ours = parents
+                .iter()
+                .any(|p| p["controllerName"] == GATEWAY_CONTROLLER_NAME);
             if has_ours || had_ours {
                 out.push(DesiredStatus {
                     kind: "HTTPRoute",
@@ -240,8 +242,9 @@ fn stamp(desired: &mut Value, current: &Value, now: &str) {
                 {
                     for cond in list.iter_mut() {
                         let previous = cur.as_array().and_then(|l| {
-                            l.iter()
-                                .find(|c| c["type"] == cond["type"] && c["status"] == cond["status"])
+                            l.iter().find(|c| {
+                                c["type"] == cond["type"] && c["status"] == cond["status"]
+                            })
                         });
                         let time = previous
                             .and_then(|p| p.get("lastTransitionTime").cloned())
@@ -336,7 +339,7 @@ impl StatusWriter {
             .map_err(|source| KubeError::Api {
                 verb: "patch status of",
                 object,
-                source,
+                source: Box::new(source),
             })
     }
 }
@@ -370,7 +373,10 @@ mod tests {
                             "reason": "Invalid", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}],
         });
         let patch = desired().patch(&current, "2026-06-01T00:00:00Z");
-        assert_eq!(patch["status"]["conditions"][0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            patch["status"]["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
         assert_eq!(
             patch["status"]["listeners"][0]["conditions"][0]["lastTransitionTime"],
             "2026-06-01T00:00:00Z"

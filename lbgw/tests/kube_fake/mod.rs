@@ -57,16 +57,76 @@ impl Resource {
 
 /// The resources lbgw touches.
 pub const RESOURCES: &[Resource] = &[
-    Resource { group: "gateway.networking.k8s.io", version: "v1", plural: "gateways", kind: "Gateway", namespaced: true },
-    Resource { group: "gateway.networking.k8s.io", version: "v1", plural: "gatewayclasses", kind: "GatewayClass", namespaced: false },
-    Resource { group: "gateway.networking.k8s.io", version: "v1", plural: "httproutes", kind: "HTTPRoute", namespaced: true },
-    Resource { group: "gateway.networking.k8s.io", version: "v1beta1", plural: "referencegrants", kind: "ReferenceGrant", namespaced: true },
-    Resource { group: "", version: "v1", plural: "services", kind: "Service", namespaced: true },
-    Resource { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", kind: "EndpointSlice", namespaced: true },
-    Resource { group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true },
-    Resource { group: "cilium.io", version: "v2alpha1", plural: "ciliumloadbalancerippools", kind: "CiliumLoadBalancerIPPool", namespaced: false },
-    Resource { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true },
-    Resource { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false },
+    Resource {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "gateways",
+        kind: "Gateway",
+        namespaced: true,
+    },
+    Resource {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "gatewayclasses",
+        kind: "GatewayClass",
+        namespaced: false,
+    },
+    Resource {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "httproutes",
+        kind: "HTTPRoute",
+        namespaced: true,
+    },
+    Resource {
+        group: "gateway.networking.k8s.io",
+        version: "v1beta1",
+        plural: "referencegrants",
+        kind: "ReferenceGrant",
+        namespaced: true,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "services",
+        kind: "Service",
+        namespaced: true,
+    },
+    Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        kind: "EndpointSlice",
+        namespaced: true,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+    },
+    Resource {
+        group: "cilium.io",
+        version: "v2alpha1",
+        plural: "ciliumloadbalancerippools",
+        kind: "CiliumLoadBalancerIPPool",
+        namespaced: false,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+    },
 ];
 
 /// A request as received.
@@ -116,7 +176,10 @@ fn find_resource(plural: &str) -> Option<&'static Resource> {
 }
 
 fn resource_of_kind(kind: &str) -> &'static Resource {
-    RESOURCES.iter().find(|r| r.kind == kind).unwrap_or_else(|| panic!("fake API: unknown kind {kind}"))
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind)
+        .unwrap_or_else(|| panic!("fake API: unknown kind {kind}"))
 }
 
 /// RFC 7386 JSON merge patch.
@@ -185,12 +248,19 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<String> {
-    url_decode(query.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}=")))?).into()
+fn query_param(query: &str, key: &str) -> Option<String> {
+    url_decode(
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?,
+    )
+    .into()
 }
 
 fn url_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn labels_match(object: &Value, selector: &str) -> bool {
@@ -220,7 +290,9 @@ impl FakeApi {
         let state = (inner.clone(), events.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -233,7 +305,12 @@ impl FakeApi {
                 });
             }
         });
-        FakeApi { addr, inner, events, task }
+        FakeApi {
+            addr,
+            inner,
+            events,
+            task,
+        }
     }
 
     /// A kube client for this server (plain HTTP, no credentials).
@@ -246,9 +323,15 @@ impl FakeApi {
     /// `apiVersion`, `kind` and `metadata.name` are required.
     pub fn apply(&self, mut object: Value) {
         let resource = resource_of_kind(object["kind"].as_str().expect("kind"));
-        let name = object["metadata"]["name"].as_str().expect("name").to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
         let namespace = if resource.namespaced {
-            object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned()
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned()
         } else {
             String::new()
         };
@@ -258,7 +341,11 @@ impl FakeApi {
         let mut inner = self.inner.lock().expect("lock");
         let key = (resource.plural, namespace.clone(), name);
         let (kind, generation, status) = match inner.objects.get(&key) {
-            Some(old) => ("MODIFIED", old["metadata"]["generation"].as_i64().unwrap_or(1) + 1, old.get("status").cloned()),
+            Some(old) => (
+                "MODIFIED",
+                old["metadata"]["generation"].as_i64().unwrap_or(1) + 1,
+                old.get("status").cloned(),
+            ),
             None => ("ADDED", 1, None),
         };
         object["metadata"]["generation"] = generation.into();
@@ -282,14 +369,22 @@ impl FakeApi {
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let resource = resource_of_kind(kind);
         let inner = self.inner.lock().expect("lock");
-        inner.objects.get(&(resource.plural, namespace.to_owned(), name.to_owned())).cloned()
+        inner
+            .objects
+            .get(&(resource.plural, namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Every object of `kind`.
     pub fn list(&self, kind: &str) -> Vec<Value> {
         let resource = resource_of_kind(kind);
         let inner = self.inner.lock().expect("lock");
-        inner.objects.iter().filter(|(k, _)| k.0 == resource.plural).map(|(_, v)| v.clone()).collect()
+        inner
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == resource.plural)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// The requests received so far.
@@ -327,7 +422,13 @@ fn commit(
             old
         }
     };
-    let event = Event { rv, plural: resource.plural, namespace: key.1, kind, object: object.clone() };
+    let event = Event {
+        rv,
+        plural: resource.plural,
+        namespace: key.1,
+        kind,
+        object: object.clone(),
+    };
     inner.events.push(event.clone());
     let _ = events.send(event);
     Some(object)
@@ -347,7 +448,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else if content_type.contains("yaml") {
@@ -363,12 +469,20 @@ async fn handle(
         body: body.clone(),
     });
     let Some(target) = parse_path(&path) else {
-        return status_error(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({path})"));
+        return status_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        );
     };
     let resource = target.resource;
     let namespace = target.namespace.clone().unwrap_or_default();
     let not_found = |name: &str| {
-        status_error(StatusCode::NOT_FOUND, "NotFound", format!("{} \"{name}\" not found", resource.plural))
+        status_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} \"{name}\" not found", resource.plural),
+        )
     };
 
     match (&method, &target.name) {
@@ -381,7 +495,9 @@ async fn handle(
             let items: Vec<Value> = inner
                 .objects
                 .iter()
-                .filter(|(k, _)| k.0 == resource.plural && (target.namespace.is_none() || k.1 == namespace))
+                .filter(|(k, _)| {
+                    k.0 == resource.plural && (target.namespace.is_none() || k.1 == namespace)
+                })
                 .map(|(_, v)| v)
                 .filter(|v| labels_match(v, &selector))
                 .cloned()
@@ -394,7 +510,10 @@ async fn handle(
         }
         (&Method::GET, Some(name)) => {
             let inner = inner.lock().expect("lock");
-            match inner.objects.get(&(resource.plural, namespace, name.clone())) {
+            match inner
+                .objects
+                .get(&(resource.plural, namespace, name.clone()))
+            {
                 Some(o) => full(StatusCode::OK, o),
                 None => not_found(name),
             }
@@ -402,12 +521,20 @@ async fn handle(
         (&Method::POST, None) => {
             let mut object = body;
             let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
-                return status_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required value".into());
+                return status_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "metadata.name: Required value".into(),
+                );
             };
             let mut inner = inner.lock().expect("lock");
             let key = (resource.plural, namespace.clone(), name.clone());
             if inner.objects.contains_key(&key) {
-                return status_error(StatusCode::CONFLICT, "AlreadyExists", format!("{} \"{name}\" already exists", resource.plural));
+                return status_error(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("{} \"{name}\" already exists", resource.plural),
+                );
             }
             if resource.namespaced {
                 object["metadata"]["namespace"] = namespace.into();
@@ -423,19 +550,28 @@ async fn handle(
                 return not_found(name);
             };
             let sent_rv = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
-            if !sent_rv.is_empty() && sent_rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
+            if !sent_rv.is_empty()
+                && sent_rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+            {
                 return status_error(
                     StatusCode::CONFLICT,
                     "Conflict",
-                    format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", resource.plural),
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        resource.plural
+                    ),
                 );
             }
             let mut object = body;
             object["metadata"]["uid"] = old["metadata"]["uid"].clone();
             object["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
-            object["metadata"]["generation"] =
-                (if object.get("spec") != old.get("spec") { generation + 1 } else { generation }).into();
+            object["metadata"]["generation"] = (if object.get("spec") != old.get("spec") {
+                generation + 1
+            } else {
+                generation
+            })
+            .into();
             let stored = commit(&mut inner, &events, resource, key, Some(object), "MODIFIED");
             full(StatusCode::OK, &stored.unwrap_or_default())
         }
@@ -447,7 +583,10 @@ async fn handle(
             };
             if target.status {
                 // The status subresource ignores everything but `status`.
-                merge(&mut object, &json!({"status": body.get("status").cloned().unwrap_or(Value::Null)}));
+                merge(
+                    &mut object,
+                    &json!({"status": body.get("status").cloned().unwrap_or(Value::Null)}),
+                );
             } else {
                 merge(&mut object, &body);
                 if body.get("spec").is_some() {
@@ -466,7 +605,11 @@ async fn handle(
                 None => not_found(name),
             }
         }
-        _ => status_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} {path}")),
+        _ => status_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} {path}"),
+        ),
     }
 }
 
@@ -479,19 +622,32 @@ fn watch(
     namespace: Option<String>,
     query: &str,
 ) -> Response<Body> {
-    let from: u64 = query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let from: u64 = query_param(query, "resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let bookmarks = query_param(query, "allowWatchBookmarks").as_deref() == Some("true");
-    let timeout: u64 = query_param(query, "timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(30);
-    let matches = move |e: &Event| e.plural == resource.plural && namespace.as_ref().is_none_or(|ns| &e.namespace == ns);
+    let timeout: u64 = query_param(query, "timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let matches = move |e: &Event| {
+        e.plural == resource.plural && namespace.as_ref().is_none_or(|ns| &e.namespace == ns)
+    };
     // Subscribe before reading the history, so no event falls between the two.
     let mut live = events.subscribe();
     let (past, mut last) = {
         let inner = inner.lock().expect("lock");
-        let past: Vec<Event> = inner.events.iter().filter(|e| e.rv > from && matches(e)).cloned().collect();
+        let past: Vec<Event> = inner
+            .events
+            .iter()
+            .filter(|e| e.rv > from && matches(e))
+            .cloned()
+            .collect();
         (past, inner.rv.max(from))
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let line = |kind: &str, object: &Value| Bytes::from(format!("{}\n", json!({"type": kind, "object": object})));
+    let line = |kind: &str, object: &Value| {
+        Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
+    };
     tokio::spawn(async move {
         for e in &past {
             if tx.send(line(e.kind, &e.object)).await.is_err() {
@@ -522,7 +678,9 @@ fn watch(
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
