@@ -302,6 +302,10 @@ fn warn_forwarding_off(iface: &str, frontends: &[crate::l4::Frontend]) {
 }
 
 /// A ticker that skips its immediate first tick; a zero period never fires.
+pub(crate) fn ticker(period: Duration) -> tokio::time::Interval {
+    interval(period)
+}
+
 fn interval(period: Duration) -> tokio::time::Interval {
     let period = if period.is_zero() {
         Duration::from_secs(u64::MAX / 4)

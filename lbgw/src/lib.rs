@@ -9,13 +9,15 @@
 //! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace;
 //! - [`l4`]: L4 LoadBalancer Services: Maglev tables for the XDP forwarder;
 //! - [`proxy`]: the HTTP/HTTPS proxy serving Gateways and HTTPRoutes;
-//! - [`daemon`]: `lbgw run`, tying the above together.
+//! - [`daemon`]: `lbgw run`, tying the above together;
+//! - [`kube`]: `lbgw run --kubernetes`: the API server as source, status, VIP Leases.
 pub mod announce;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod gateway;
 pub mod ipam;
+pub mod kube;
 pub mod l4;
 pub mod proxy;
 pub mod route;

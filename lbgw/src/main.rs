@@ -68,13 +68,22 @@ mod lbgw_run {
 
     #[derive(clap::Args)]
     pub struct RunArgs {
-        /// Kubernetes YAML files or directories of them (repeatable).
-        #[arg(long, short, required = true, value_name = "PATH")]
+        /// Kubernetes YAML files or directories of them (repeatable; required unless
+        /// --kubernetes).
+        #[arg(
+            long,
+            short,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes",
+            value_name = "PATH"
+        )]
         pub config: Vec<PathBuf>,
         /// Interface to announce VIPs on and attach the XDP program to (required unless
-        /// --no-xdp).
-        #[arg(long, value_name = "IFACE", required_unless_present = "no_xdp")]
+        /// --no-xdp, or --iface-regex with --kubernetes).
+        #[arg(long, value_name = "IFACE", required_unless_present_any = ["no_xdp", "iface_regex"])]
         pub iface: Option<String>,
+        #[command(flatten)]
+        pub kube: crate::kube_args::KubeArgs,
         /// Run only the Gateway API proxy: no XDP program, no VIP announcements.
         #[arg(long, conflicts_with = "iface")]
         pub no_xdp: bool,
@@ -119,6 +128,9 @@ mod lbgw_run {
     }
 
     pub fn run(args: RunArgs) -> Result<ExitCode> {
+        if args.kube.kubernetes {
+            return crate::kube_args::run(args);
+        }
         let opts = lbgw::daemon::RunOptions {
             config: args.config,
             iface: args.iface,
@@ -209,6 +221,8 @@ mod lbgw_run {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+mod kube_args;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

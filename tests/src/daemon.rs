@@ -84,12 +84,13 @@ impl Lbgw {
         }
     }
 
-    /// Kills lbgw with SIGKILL (a crash: nothing runs on the way out) and waits for it.
-    pub fn kill(&mut self) {
+    /// Kills the process with SIGKILL (a crash: nothing is cleaned up by lbgw) and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("already stopped");
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().expect("wait");
         std::thread::sleep(Duration::from_millis(100));
+        status
     }
 
     /// Sends SIGTERM and waits for the exit (at most `timeout`, then SIGKILL).

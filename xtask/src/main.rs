@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | bench-xdp`.
+//! Developer tasks: `cargo xtask setup | build | run | test | bench-xdp | image`.
 //!
 //! Everything a fresh machine lacks (nightly's rust-src, bpf-linker, the Debian packages the
 //! tests drive) is installed by `setup`, which `run`, `test` and `bench-xdp` call first.
 mod cert;
+mod image;
 mod lab;
 mod setup;
 
@@ -50,6 +51,19 @@ enum Task {
     },
     /// Measure the XDP program's per-packet cost per verdict with BPF_PROG_TEST_RUN.
     BenchXdp,
+    /// Build a static (musl) lbgw and write it as an OCI image layout into DIR (no container
+    /// engine needed); push it with `skopeo copy oci:DIR docker://REGISTRY/lbgw:TAG`.
+    Image {
+        /// Output directory (created; must be empty).
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+        /// The image reference recorded in index.json.
+        #[arg(long, default_value = concat!("lbgw:", env!("CARGO_PKG_VERSION")))]
+        reference: String,
+        /// Use this binary instead of building one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -88,6 +102,35 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("tests failed ({status})");
             }
+            Ok(())
+        }
+        Task::Image {
+            output,
+            reference,
+            binary,
+        } => {
+            let binary = match binary {
+                Some(binary) => binary,
+                None => {
+                    setup::all()?;
+                    image::build_static(&workspace_root(), &cargo())?
+                }
+            };
+            let mtime = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let manifest = image::write_layout(&binary, &output, &reference, mtime)?;
+            let verified = image::verify_layout(&output)?;
+            println!(
+                "wrote {} ({reference}): manifest {} ({} bytes), binary {} bytes (mode {:o}); {} blobs verified",
+                output.display(),
+                manifest.digest,
+                manifest.size,
+                verified.binary.len(),
+                verified.mode,
+                verified.blobs
+            );
             Ok(())
         }
         Task::BenchXdp => {

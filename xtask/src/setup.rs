@@ -14,6 +14,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     // The proxy tests' HTTP/2 load generator.
     ("h2load", "nghttp2-client"),
+    // `cargo xtask image`: the C compiler for ring's C code in the static (musl) build.
+    ("musl-gcc", "musl-tools"),
 ];
 
 pub fn all() -> Result<()> {

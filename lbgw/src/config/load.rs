@@ -470,6 +470,15 @@ impl Loader {
         }
     }
 
+    /// Adds an object read from the Kubernetes API (see [`Config::from_api_objects`]).
+    pub(super) fn add_api_object(&mut self, value: Value) {
+        self.add_value(Source::kubernetes(), value);
+    }
+
+    pub(super) fn push_error(&mut self, error: ConfigError) {
+        self.errors.push(error);
+    }
+
     /// The configuration, or every error found.
     pub(super) fn finish(mut self) -> Result<Config, ConfigError> {
         match self.errors.len() {
@@ -477,6 +486,11 @@ impl Loader {
             1 => return Err(self.errors.remove(0)),
             _ => return Err(ConfigError::Many(self.errors)),
         }
+        Ok(self.finish_partial().0)
+    }
+
+    /// The configuration of the valid objects, and the errors of the others.
+    pub(super) fn finish_partial(self) -> (Config, Vec<ConfigError>) {
         let mut config = self.config;
         config.gateways.sort_by(|a, b| a.id.cmp(&b.id));
         config.gateway_classes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -486,7 +500,7 @@ impl Loader {
         config.endpoint_slices.sort_by(|a, b| a.id.cmp(&b.id));
         config.secrets.sort_by(|a, b| a.id.cmp(&b.id));
         config.ip_pools.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(config)
+        (config, self.errors)
     }
 }
 

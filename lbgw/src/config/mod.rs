@@ -104,8 +104,31 @@ pub struct Source {
     pub item: Option<usize>,
 }
 
+impl Source {
+    /// The pseudo-file of objects read from the Kubernetes API (`lbgw run --kubernetes`).
+    pub const KUBERNETES_API: &'static str = "<kubernetes API>";
+
+    /// The source of an object read from the Kubernetes API: [`Source::KUBERNETES_API`], with
+    /// document 0 (files count documents from 1).
+    pub fn kubernetes() -> Source {
+        Source {
+            file: PathBuf::from(Self::KUBERNETES_API),
+            document: 0,
+            item: None,
+        }
+    }
+
+    /// Whether the object was read from the Kubernetes API rather than a file.
+    pub fn is_kubernetes(&self) -> bool {
+        self.document == 0 && self.file.as_os_str() == Self::KUBERNETES_API
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_kubernetes() {
+            return f.write_str(Self::KUBERNETES_API);
+        }
         write!(f, "{} (document {}", self.file.display(), self.document)?;
         if let Some(item) = self.item {
             write!(f, ", items[{item}]")?;
@@ -187,6 +210,28 @@ impl Config {
         let mut loader = load::Loader::default();
         loader.add_text(&file.into(), text);
         loader.finish()
+    }
+
+    /// Builds a configuration from objects read from the Kubernetes API, as JSON (each with
+    /// `apiVersion` and `kind`), with the same typing and validation as [`load`]. Unlike
+    /// [`load`], an invalid object does not fail the whole: it is left out and its error is
+    /// returned beside the configuration of the valid objects, because one bad object in a
+    /// cluster must not stop the node from serving the others.
+    pub fn from_api_objects(
+        objects: impl IntoIterator<Item = serde_json::Value>,
+    ) -> (Config, Vec<ConfigError>) {
+        let mut loader = load::Loader::default();
+        for object in objects {
+            match serde_yaml_ng::to_value(&object) {
+                Ok(value) => loader.add_api_object(value),
+                Err(source) => loader.push_error(ConfigError::Yaml {
+                    path: PathBuf::from(Source::KUBERNETES_API),
+                    document: 0,
+                    source,
+                }),
+            }
+        }
+        loader.finish_partial()
     }
 
     /// The GatewayClass named `name`.
@@ -352,6 +397,9 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 
 impl Source {
     fn display_without_items(&self) -> String {
+        if self.is_kubernetes() {
+            return Self::KUBERNETES_API.to_owned();
+        }
         match self.item {
             None => format!("{}: document {}", self.file.display(), self.document),
             Some(item) => format!(

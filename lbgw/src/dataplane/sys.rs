@@ -118,7 +118,7 @@ pub fn driver_name(iface: &str) -> Option<String> {
         if fd < 0 {
             return None;
         }
-        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req);
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut req);
         libc::close(fd);
         if rc != 0 {
             return None;

@@ -1,0 +1,187 @@
+//! VIP failover between two real `lbgw run --kubernetes` processes, each with XDP on its own
+//! "node" namespace's uplink, both bridged to a "LAN" namespace that holds the in-test fake API
+//! server (lbgw/tests/kube_fake: not a real API server) and watches the neighbour table.
+//!
+//! Two VIPs are chosen so that rendezvous hashing prefers a different node for each. The LAN's
+//! kernel learns each VIP's MAC from the holder's gratuitous ARP alone (no one asks). When the
+//! holder of one is killed (SIGKILL: no Lease release, XDP link closed by the kernel), the
+//! other node must take the Lease over and announce it: the LAN's entry moves to its MAC
+//! within the 3 s failover budget, and ARP requests are then answered by it.
+#[path = "../../lbgw/tests/kube_fake/mod.rs"]
+mod kube_fake;
+
+use std::{
+    net::IpAddr,
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
+
+use lbgw_tests::{
+    daemon::Lbgw,
+    lbgw_bin,
+    netns::{Netns, run, veth},
+    require_root,
+};
+use serde_json::json;
+
+/// A TCP listener bound inside `ns` (the socket keeps its namespace after the thread exits).
+fn listener_in(ns: &Netns, addr: &str) -> std::net::TcpListener {
+    let path = format!("/var/run/netns/{}", ns.name);
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns(2) on a valid namespace fd; only this short-lived thread moves.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        std::net::TcpListener::bind(addr).expect("bind in netns")
+    })
+    .join()
+    .expect("listener thread")
+}
+
+fn neighbour_mac(lan: &Netns, ip: IpAddr) -> String {
+    let out = lan.ip(&["neigh", "show", &ip.to_string(), "dev", "br0"]);
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+fn service(name: &str, ip: IpAddr) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": "default",
+                        "annotations": {"lbipam.cilium.io/ips": ip.to_string()}},
+           "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+}
+
+fn holder(api: &kube_fake::FakeApi, vip: IpAddr) -> String {
+    api.get("Lease", "lbgw", &lbgw::kube::lease_name_for_vip(vip))
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_holder_fails_over_with_gratuitous_arp() {
+    require_root();
+    let lan = Netns::new("lan");
+    let node_a = Netns::new("nodea");
+    let node_b = Netns::new("nodeb");
+    veth(&node_a, "eth0", &lan, "pa");
+    veth(&node_b, "eth0", &lan, "pb");
+    lan.ip(&["link", "add", "br0", "type", "bridge"]);
+    lan.ip(&["link", "set", "br0", "up"]);
+    lan.ip(&["link", "set", "pa", "master", "br0"]);
+    lan.ip(&["link", "set", "pb", "master", "br0"]);
+    lan.ip(&["addr", "add", "192.0.2.253/24", "dev", "br0"]);
+    node_a.ip(&["addr", "add", "192.0.2.101/24", "dev", "eth0"]);
+    node_b.ip(&["addr", "add", "192.0.2.102/24", "dev", "eth0"]);
+    // Learn neighbours from gratuitous ARP (off by default).
+    run(lan
+        .cmd("sysctl")
+        .args(["-q", "-w", "net.ipv4.conf.br0.arp_accept=1"]));
+
+    // One VIP preferred by each node.
+    let nodes = ["node-a", "node-b"];
+    let candidates: Vec<IpAddr> = (20..30)
+        .map(|i| format!("192.0.2.{i}").parse().unwrap())
+        .collect();
+    let pick = |node: &str| {
+        *candidates
+            .iter()
+            .find(|v| lbgw::kube::rendezvous_rank(**v, nodes)[0] == node)
+            .expect("a VIP for each node")
+    };
+    let (vip_a, vip_b) = (pick("node-a"), pick("node-b"));
+
+    let api = kube_fake::FakeApi::start_on(listener_in(&lan, "192.0.2.253:0"));
+    api.apply(service("web-a", vip_a));
+    api.apply(service("web-b", vip_b));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+             users:\n- name: test\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\n\
+             current-context: fake\n",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let start = |ns: &Netns, node: &str| {
+        let mut cmd = ns.cmd(lbgw_bin());
+        cmd.args([
+            "run",
+            "--kubernetes",
+            "--node-name",
+            node,
+            "--iface",
+            "eth0",
+        ])
+        .args([
+            "--lb-cidr",
+            "192.0.2.16/28",
+            "--announce-interval",
+            "0",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig);
+        let mut lbgw = Lbgw::spawn(cmd);
+        lbgw.wait_for("lbgw ready", Duration::from_secs(60));
+        lbgw
+    };
+    let mut a = start(&node_a, "node-a");
+    let mut b = start(&node_b, "node-b");
+    let (mac_a, mac_b) = (node_a.mac("eth0"), node_b.mac("eth0"));
+
+    // Spread, and announced: the LAN learned each VIP from its preferred node's GARP.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(neighbour_mac(&lan, vip_a).contains(&mac_a)
+        && neighbour_mac(&lan, vip_b).contains(&mac_b))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "VIPs not announced by their nodes: {vip_a} {:?} (holder {:?}), {vip_b} {:?} (holder {:?})\n--- a:\n{}\n--- b:\n{}",
+            neighbour_mac(&lan, vip_a),
+            holder(&api, vip_a),
+            neighbour_mac(&lan, vip_b),
+            holder(&api, vip_b),
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (holder(&api, vip_a), holder(&api, vip_b)),
+        ("node-a".into(), "node-b".into())
+    );
+
+    // node-a crashes.
+    a.kill();
+    let killed = Instant::now();
+    while !neighbour_mac(&lan, vip_a).contains(&mac_b) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{vip_a} not taken over: {:?}\n--- b:\n{}",
+            neighbour_mac(&lan, vip_a),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failover = killed.elapsed();
+    eprintln!("failover with gratuitous ARP after SIGKILL: {failover:?}");
+    assert!(
+        failover < Duration::from_secs(3),
+        "failover took {failover:?}"
+    );
+    assert_eq!(holder(&api, vip_a), "node-b");
+    // ARP requests are answered by the new holder.
+    let out = lan
+        .cmd("arping")
+        .args(["-c", "1", "-w", "2", "-I", "br0", &vip_a.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains(&mac_b), "arping {vip_a}: {text}");
+
+    let status = b.stop(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", b.log());
+    assert_eq!(holder(&api, vip_a), "", "released on shutdown");
+}
