@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | bench-xdp`.
+//! Developer tasks: `cargo xtask setup | build | run | test | bench | bench-xdp`.
 //!
 //! Everything a fresh machine lacks (nightly's rust-src, bpf-linker, the Debian packages the
 //! tests drive) is installed by `setup`, which `run`, `test` and `bench-xdp` call first.
+mod bench;
 mod cert;
 mod lab;
 mod setup;
@@ -50,6 +51,13 @@ enum Task {
     },
     /// Measure the XDP program's per-packet cost per verdict with BPF_PROG_TEST_RUN.
     BenchXdp,
+    /// lbgw, nginx and HAProxy side by side as TLS-terminating reverse proxies (installs
+    /// nginx-light and haproxy); writes docs/bench/.
+    Bench {
+        /// Short runs (about 4 s per load and proxy) that finish in a few minutes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -90,6 +98,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Task::Bench { quick } => {
+            setup::all()?;
+            bench::run(quick)
+        }
         Task::BenchXdp => {
             setup::all()?;
             let status = Command::new(cargo())
@@ -129,12 +141,16 @@ fn build(release: bool) -> Result<PathBuf> {
     if !status.success() {
         bail!("building lbgw failed ({status})");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target
+    Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("lbgw"))
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn run_on_host(bin: &PathBuf, iface: &str, config: &[PathBuf], extra: &[String]) -> Result<()> {
