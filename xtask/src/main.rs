@@ -58,6 +58,13 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// A UDP flood to an unserved VIP port over veth in network namespaces: lbgw's XDP early
+    /// drop (native and generic) against an nftables drop rule.
+    BenchFlood {
+        /// 3 s per configuration instead of 10 s.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -101,6 +108,10 @@ fn main() -> Result<()> {
         Task::Bench { quick } => {
             setup::all()?;
             bench::run(quick)
+        }
+        Task::BenchFlood { quick } => {
+            setup::all()?;
+            bench::flood::run(quick)
         }
         Task::BenchXdp => {
             setup::all()?;

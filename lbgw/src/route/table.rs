@@ -259,7 +259,32 @@ impl RouteTable {
         // first of equal scores still wins as in a scan of every candidate.
         let mut ordinals = Vec::new();
         entry.index.candidates(&host, req.path, &mut ordinals);
+        self.best(entry, &host, &prepared, ordinals)
+    }
 
+    /// [`find`](Self::find) without the index: every candidate of the listener is scored.
+    #[cfg(test)]
+    pub(crate) fn find_by_scan(&self, req: &RequestParts<'_>) -> Option<Match<'_>> {
+        let host = normalize_host(req.host);
+        let entry = self.listener(req, &host)?;
+        let prepared = Prepared {
+            path: req.path,
+            method: req.method,
+            headers: req.headers,
+            query: parse_query(req.query),
+        };
+        let all = 0..Ordinal::try_from(entry.candidates.len()).unwrap_or(Ordinal::MAX);
+        self.best(entry, &host, &prepared, all)
+    }
+
+    /// The best-scoring of `ordinals` (ascending) of `entry` for the request.
+    fn best<'t>(
+        &'t self,
+        entry: &'t ListenerEntry,
+        host: &str,
+        prepared: &Prepared<'_>,
+        ordinals: impl IntoIterator<Item = Ordinal>,
+    ) -> Option<Match<'t>> {
         let mut best: Option<(Score, Match<'_>)> = None;
         // The host scores of the route of the previous candidate (candidates of one route
         // are consecutive).
@@ -278,11 +303,11 @@ impl RouteTable {
                     let scores = attached
                         .hostnames
                         .iter()
-                        .filter_map(|h| h.route_score(&host).map(|s| (h, s)))
+                        .filter_map(|h| h.route_score(host).map(|s| (h, s)))
                         .max_by_key(|(_, s)| *s)
                         .map(|(h, s)| {
                             let original =
-                                best_route_score(&route.hostnames, &host).unwrap_or(HostScore::Any);
+                                best_route_score(&route.hostnames, host).unwrap_or(HostScore::Any);
                             (h, s, original)
                         });
                     route_host = Some((candidate.attached, scores));
@@ -294,7 +319,7 @@ impl RouteTable {
             };
             let rule = &route.rules[candidate.rule];
             let m = &rule.matches[candidate.match_index];
-            let Some(request) = m.score(&prepared) else {
+            let Some(request) = m.score(prepared) else {
                 continue;
             };
             let score = Score {

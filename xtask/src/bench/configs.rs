@@ -66,7 +66,7 @@ pub fn haproxy(dir: &Path, port: u16, backend: SocketAddr) -> String {
     format!(
         r#"global
     nbthread {WORKERS}
-    maxconn 20000
+    maxconn 4096
     ssl-default-bind-ciphersuites {TLS13_SUITES}
     ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults

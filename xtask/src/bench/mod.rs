@@ -8,6 +8,7 @@
 //! their peak RSS. Results go to `docs/bench/results.json` and two SVG charts.
 
 mod configs;
+pub mod flood;
 mod loadgen;
 mod procs;
 mod report;
