@@ -79,6 +79,11 @@ fn headers(tenant: usize) -> HeaderMap {
 }
 
 fn lookup(table: &RouteTable, host: &str, path: &str, headers: &HeaderMap) -> bool {
+    find(table, host, path, headers, false)
+}
+
+/// `scan`: every candidate scored, as before the index (`RouteTable::find_by_scan`).
+fn find(table: &RouteTable, host: &str, path: &str, headers: &HeaderMap, scan: bool) -> bool {
     let req = RequestParts {
         gateway: GatewayRef {
             namespace: "infra",
@@ -91,7 +96,11 @@ fn lookup(table: &RouteTable, host: &str, path: &str, headers: &HeaderMap) -> bo
         method: &Method::GET,
         headers,
     };
-    table.find(&req).is_some()
+    if scan {
+        table.find_by_scan(&req).is_some()
+    } else {
+        table.find(&req).is_some()
+    }
 }
 
 /// A request for a route in the middle of the table, through its header-matched rule.
@@ -115,6 +124,18 @@ fn wildcard_host(bencher: divan::Bencher, n: usize) {
     let headers = headers(0);
     assert!(lookup(&table, &host, &path, &headers));
     bencher.bench_local(|| lookup(&table, divan::black_box(&host), &path, &headers));
+}
+
+/// The first request without the index: every candidate of the listener scored.
+#[divan::bench(args = SIZES)]
+fn api_with_header_scan(bencher: divan::Bencher, n: usize) {
+    let table = table(n);
+    let i = n / 2;
+    let host = format!("app{}.example.com:443", i / 10);
+    let path = format!("/api/r{i}/orders/1234/items");
+    let headers = headers(i % 5);
+    assert!(find(&table, &host, &path, &headers, true));
+    bencher.bench_local(|| find(&table, divan::black_box(&host), &path, &headers, true));
 }
 
 /// A request that matches no route (a 404).

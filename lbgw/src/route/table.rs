@@ -263,8 +263,10 @@ impl RouteTable {
     }
 
     /// [`find`](Self::find) without the index: every candidate of the listener is scored.
-    #[cfg(test)]
-    pub(crate) fn find_by_scan(&self, req: &RequestParts<'_>) -> Option<Match<'_>> {
+    /// The reference the index is tested against, and the baseline of the route_match
+    /// benchmark; not for the data path.
+    #[doc(hidden)]
+    pub fn find_by_scan(&self, req: &RequestParts<'_>) -> Option<Match<'_>> {
         let host = normalize_host(req.host);
         let entry = self.listener(req, &host)?;
         let prepared = Prepared {
