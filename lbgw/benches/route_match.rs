@@ -66,7 +66,10 @@ fn table(n: usize) -> RouteTable {
 fn headers(tenant: usize) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (name, value) in [
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/140.0 Safari/537.36"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/140.0 Safari/537.36",
+        ),
         ("accept", "application/json, text/plain, */*"),
         ("accept-encoding", "gzip, deflate, br, zstd"),
         ("accept-language", "en-US,en;q=0.9"),
@@ -74,7 +77,10 @@ fn headers(tenant: usize) -> HeaderMap {
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
-    h.insert("x-tenant", HeaderValue::from_str(&format!("t{tenant}")).expect("header"));
+    h.insert(
+        "x-tenant",
+        HeaderValue::from_str(&format!("t{tenant}")).expect("header"),
+    );
     h
 }
 

@@ -179,7 +179,8 @@ async fn one_stream(
         Some(connector) => {
             let name = rustls::pki_types::ServerName::try_from(args.host.clone())?;
             let stream = connector.connect(name, tcp).await?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             send.send_request(req).await?
         }
@@ -189,13 +190,19 @@ async fn one_stream(
             send.send_request(req).await?
         }
     };
-    anyhow::ensure!(response.status().is_success(), "status {}", response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "status {}",
+        response.status()
+    );
     let mut body = response.into_body();
     let mut pending = Vec::new();
     let mut delays = Vec::new();
     while let Some(frame) = body.frame().await {
         let received = now_ns();
-        let Ok(data) = frame?.into_data() else { continue };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
         pending.extend_from_slice(&data);
         while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = pending.drain(..end + 2).collect();
@@ -235,7 +242,11 @@ async fn handshake_loop(
                 .header("connection", "close")
                 .body(Empty::<Bytes>::new())?;
             let response = send.send_request(req).await?;
-            anyhow::ensure!(response.status().is_success(), "status {}", response.status());
+            anyhow::ensure!(
+                response.status().is_success(),
+                "status {}",
+                response.status()
+            );
             response.into_body().collect().await?;
             drop(send);
             let _ = conn.await;
@@ -249,7 +260,12 @@ async fn handshake_loop(
     (times, errors)
 }
 
-async fn handshake_client(addr: SocketAddr, host: String, conns: usize, secs: u64) -> anyhow::Result<()> {
+async fn handshake_client(
+    addr: SocketAddr,
+    host: String,
+    conns: usize,
+    secs: u64,
+) -> anyhow::Result<()> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -262,7 +278,14 @@ async fn handshake_client(addr: SocketAddr, host: String, conns: usize, secs: u6
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..conns)
-        .map(|_| tokio::spawn(handshake_loop(addr, host.clone(), connector.clone(), deadline)))
+        .map(|_| {
+            tokio::spawn(handshake_loop(
+                addr,
+                host.clone(),
+                connector.clone(),
+                deadline,
+            ))
+        })
         .collect();
     let mut times = Vec::new();
     let mut errors = 0;
@@ -369,6 +392,8 @@ fn main() -> anyhow::Result<()> {
             arg(&args, "--conns")?.parse()?,
             arg(&args, "--secs")?.parse()?,
         )),
-        _ => anyhow::bail!("usage: bench-backend serve | sse-client --addr A --host H --path P --streams S [--tls]"),
+        _ => anyhow::bail!(
+            "usage: bench-backend serve | sse-client --addr A --host H --path P --streams S [--tls]"
+        ),
     }
 }

@@ -10,7 +10,8 @@ pub const WORKERS: usize = 2;
 
 /// rustls' TLS 1.3 suites in its default order (the ring provider), for OpenSSL's
 /// `Ciphersuites` syntax.
-const TLS13_SUITES: &str = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
+const TLS13_SUITES: &str =
+    "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
 /// rustls' default groups with the ring provider: X25519 first, then P-256 and P-384.
 const GROUPS: &str = "X25519:P-256:P-384";
 

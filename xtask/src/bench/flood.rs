@@ -76,12 +76,18 @@ fn up() -> Result<Namespaces> {
     cmd("ip", &["netns", "add", PEER])?;
     cmd(
         "ip",
-        &["link", "add", NODE_IF, "netns", NODE, "type", "veth", "peer", "name", PEER_IF, "netns", PEER],
+        &[
+            "link", "add", NODE_IF, "netns", NODE, "type", "veth", "peer", "name", PEER_IF,
+            "netns", PEER,
+        ],
     )?;
     for (ns, dev, addr) in [(NODE, NODE_IF, NODE_IP), (PEER, PEER_IF, PEER_IP)] {
         cmd("ip", &["-n", ns, "link", "set", "lo", "up"])?;
         cmd("ip", &["-n", ns, "link", "set", dev, "up"])?;
-        cmd("ip", &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+        cmd(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+        )?;
     }
     Ok(guard)
 }
@@ -124,7 +130,10 @@ fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     ip[12..16].copy_from_slice(&PEER_IP.octets());
     ip[16..20].copy_from_slice(&VIP.octets());
     // RFC 791 header checksum: one's complement of the one's complement sum of 16-bit words.
-    let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
     let folded = (sum & 0xffff) + (sum >> 16);
     let csum = !(((folded & 0xffff) + (folded >> 16)) as u16);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
@@ -219,7 +228,12 @@ fn flood(frame: Vec<u8>, ifindex: i32, duration: Duration, max: u64) -> Result<S
         while packets < max && start.elapsed() < duration {
             // SAFETY: msgs point at `iov` and `frame`, both alive for the call.
             let n = unsafe {
-                libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as libc::c_uint, 0)
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    BATCH as libc::c_uint,
+                    0,
+                )
             };
             if n > 0 {
                 packets += n as u64;
@@ -233,7 +247,9 @@ fn flood(frame: Vec<u8>, ifindex: i32, duration: Duration, max: u64) -> Result<S
             thread_cpu: thread_cpu() - cpu_start,
         })
     });
-    handle.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))?
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))?
 }
 
 /// The machine's CPU time so far from /proc/stat's `cpu` line: (busy, softirq) in seconds.
@@ -272,7 +288,13 @@ impl FloodRow {
     }
 }
 
-fn measure(name: &str, duration: Duration, frame: &[u8], ifindex: i32, dropped: impl Fn() -> Result<u64>) -> Result<FloodRow> {
+fn measure(
+    name: &str,
+    duration: Duration,
+    frame: &[u8],
+    ifindex: i32,
+    dropped: impl Fn() -> Result<u64>,
+) -> Result<FloodRow> {
     let before = dropped()?;
     let (busy0, soft0) = cpu_times();
     let sent = flood(frame.to_vec(), ifindex, duration, MAX_PACKETS)?;
@@ -280,7 +302,13 @@ fn measure(name: &str, duration: Duration, frame: &[u8], ifindex: i32, dropped: 
     std::thread::sleep(Duration::from_millis(300));
     let (busy1, soft1) = cpu_times();
     let dropped = dropped()? - before;
-    let per = |s: f64| if dropped > 0 { s * 1e9 / dropped as f64 } else { 0.0 };
+    let per = |s: f64| {
+        if dropped > 0 {
+            s * 1e9 / dropped as f64
+        } else {
+            0.0
+        }
+    };
     let row = FloodRow {
         name: name.to_owned(),
         sent: sent.packets,
@@ -292,7 +320,13 @@ fn measure(name: &str, duration: Duration, frame: &[u8], ifindex: i32, dropped: 
     };
     eprintln!(
         "xtask bench-flood: {:<30} sent {:>10}  dropped {:>10}  {:>9.0} drops/s  sender {:>5.0} ns/pkt  busy {:>6.0} ns/pkt  softirq {:>6.0} ns/pkt",
-        row.name, row.sent, row.dropped, row.drop_rate(), row.sender_ns_per_packet, row.busy_ns_per_packet, row.softirq_ns_per_packet
+        row.name,
+        row.sent,
+        row.dropped,
+        row.drop_rate(),
+        row.sender_ns_per_packet,
+        row.busy_ns_per_packet,
+        row.softirq_ns_per_packet
     );
     Ok(row)
 }
@@ -319,7 +353,10 @@ fn attached_program() -> Result<u32> {
 /// node's veth (other lbgw programs may be loaded on this machine).
 fn lbgw_dropped(lbgw: &Path) -> Result<u64> {
     let id = attached_program()?;
-    let out = cmd("ip", &["netns", "exec", NODE, &lbgw.display().to_string(), "maps"])?;
+    let out = cmd(
+        "ip",
+        &["netns", "exec", NODE, &lbgw.display().to_string(), "maps"],
+    )?;
     out.lines()
         .skip_while(|l| !l.starts_with(&format!("program {id} ")))
         .skip(1)
@@ -331,7 +368,19 @@ fn lbgw_dropped(lbgw: &Path) -> Result<u64> {
 }
 
 fn nft_dropped() -> Result<u64> {
-    let out = cmd("ip", &["netns", "exec", NODE, "nft", "list", "table", "inet", "lbgwflood"])?;
+    let out = cmd(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            NODE,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "lbgwflood",
+        ],
+    )?;
     out.split_whitespace()
         .skip_while(|w| *w != "packets")
         .nth(1)
@@ -356,7 +405,15 @@ fn start_lbgw(lbgw: &Path, config: &Path, dir: &Path, mode: &str) -> Result<Proc
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", NODE])
         .arg(lbgw)
-        .args(["run", "--iface", NODE_IF, "--xdp-mode", mode, "--lb-cidr", "192.0.2.0/28"])
+        .args([
+            "run",
+            "--iface",
+            NODE_IF,
+            "--xdp-mode",
+            mode,
+            "--lb-cidr",
+            "192.0.2.0/28",
+        ])
         .arg("--config")
         .arg(config)
         .arg("--state")
@@ -429,11 +486,38 @@ pub fn run(quick: bool) -> Result<()> {
         cmd("ip", &all)
     };
     nft(&["add", "table", "inet", "lbgwflood"])?;
-    nft(&["add", "chain", "inet", "lbgwflood", "pre", "{ type filter hook prerouting priority raw; }"])?;
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "lbgwflood",
+        "pre",
+        "{ type filter hook prerouting priority raw; }",
+    ])?;
     let vip = VIP.to_string();
     let port = UNSERVED_PORT.to_string();
-    nft(&["add", "rule", "inet", "lbgwflood", "pre", "ip", "daddr", &vip, "udp", "dport", &port, "counter", "drop"])?;
-    rows.push(measure("nftables prerouting drop", duration, &frame, ifindex, nft_dropped)?);
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "lbgwflood",
+        "pre",
+        "ip",
+        "daddr",
+        &vip,
+        "udp",
+        "dport",
+        &port,
+        "counter",
+        "drop",
+    ])?;
+    rows.push(measure(
+        "nftables prerouting drop",
+        duration,
+        &frame,
+        ifindex,
+        nft_dropped,
+    )?);
 
     let nft = rows.last().map(FloodRow::drop_rate).unwrap_or(0.0);
     let nft_cpu = rows.last().map(|r| r.busy_ns_per_packet).unwrap_or(0.0);
@@ -451,7 +535,11 @@ pub fn run(quick: bool) -> Result<()> {
             if nft > 0.0 { r.drop_rate() / nft } else { 0.0 },
             r.sender_ns_per_packet,
             r.busy_ns_per_packet,
-            if r.busy_ns_per_packet > 0.0 { nft_cpu / r.busy_ns_per_packet } else { 0.0 },
+            if r.busy_ns_per_packet > 0.0 {
+                nft_cpu / r.busy_ns_per_packet
+            } else {
+                0.0
+            },
             r.softirq_ns_per_packet
         );
     }

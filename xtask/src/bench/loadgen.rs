@@ -53,8 +53,16 @@ fn wrk_duration_ms(s: &str) -> Option<f64> {
 /// `wrk -t2 -c<conns> -d<secs>s --latency <url>` with optional extra headers.
 pub fn wrk(url: &str, conns: usize, secs: u64, headers: &[&str]) -> Result<Measured> {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t", "2", "-c", &conns.to_string(), "-d", &format!("{secs}s"), "--latency"])
-        .args(["--timeout", "10s"]);
+    cmd.args([
+        "-t",
+        "2",
+        "-c",
+        &conns.to_string(),
+        "-d",
+        &format!("{secs}s"),
+        "--latency",
+    ])
+    .args(["--timeout", "10s"]);
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -92,7 +100,14 @@ fn parse_wrk(out: &str) -> Result<Measured> {
 /// per-request log.
 pub fn h2load(url: &str, conns: usize, streams: usize, secs: u64, log: &Path) -> Result<Measured> {
     let out = run(Command::new("h2load")
-        .args(["-t", "2", "-c", &conns.to_string(), "-m", &streams.to_string()])
+        .args([
+            "-t",
+            "2",
+            "-c",
+            &conns.to_string(),
+            "-m",
+            &streams.to_string(),
+        ])
         .args(["-D", &secs.to_string()])
         .arg("--log-file")
         .arg(log)
@@ -115,7 +130,9 @@ pub fn h2load(url: &str, conns: usize, streams: usize, secs: u64, log: &Path) ->
             // requests: 1000 total, 1000 started, 1000 done, 990 succeeded, 10 failed, ...
             for part in rest.split(", ") {
                 let mut it = part.split_whitespace();
-                let (Some(n), Some(what)) = (it.next(), it.next()) else { continue };
+                let (Some(n), Some(what)) = (it.next(), it.next()) else {
+                    continue;
+                };
                 match what {
                     "succeeded" => m.requests = n.parse()?,
                     "failed" | "errored" | "timeout" => m.errors += n.parse::<u64>()?,
@@ -133,7 +150,8 @@ pub fn h2load(url: &str, conns: usize, streams: usize, secs: u64, log: &Path) ->
         }
     }
     // Log lines: <start µs since epoch> <status> <duration µs>, tab-separated.
-    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let mut durations: Vec<f64> = text
         .lines()
         .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<f64>().ok())
@@ -165,7 +183,13 @@ fn json_field(json: &serde_json::Value, name: &str) -> Result<f64> {
 /// bench-backend's handshake client: a new connection and a full TLS 1.3 handshake per request.
 pub fn handshakes(client: &Path, addr: SocketAddr, conns: usize, secs: u64) -> Result<Measured> {
     let out = run(Command::new(client)
-        .args(["handshake", "--addr", &addr.to_string(), "--host", "bench.lbgw.test"])
+        .args([
+            "handshake",
+            "--addr",
+            &addr.to_string(),
+            "--host",
+            "bench.lbgw.test",
+        ])
         .args(["--conns", &conns.to_string(), "--secs", &secs.to_string()]))?;
     let json: serde_json::Value = serde_json::from_str(out.trim()).context("handshake output")?;
     Ok(Measured {
@@ -188,9 +212,15 @@ pub fn sse(
 ) -> Result<Measured> {
     let started = std::time::Instant::now();
     let mut cmd = Command::new(client);
-    cmd.args(["sse-client", "--addr", &addr.to_string(), "--host", "bench.lbgw.test"])
-        .args(["--path", &format!("/sse?n={events}&ms={interval_ms}")])
-        .args(["--streams", &streams.to_string()]);
+    cmd.args([
+        "sse-client",
+        "--addr",
+        &addr.to_string(),
+        "--host",
+        "bench.lbgw.test",
+    ])
+    .args(["--path", &format!("/sse?n={events}&ms={interval_ms}")])
+    .args(["--streams", &streams.to_string()]);
     if tls {
         cmd.arg("--tls");
     }

@@ -128,7 +128,10 @@ fn install_packages() -> Result<()> {
     }
     eprintln!("xtask bench: installing {missing:?}");
     let ok = |s: std::process::ExitStatus| s.success();
-    if !Command::new("apt-get").args(["update", "-q"]).status().is_ok_and(ok)
+    if !Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .is_ok_and(ok)
         || !Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
@@ -136,7 +139,10 @@ fn install_packages() -> Result<()> {
             .status()
             .is_ok_and(ok)
     {
-        bail!("installing {missing:?} failed (apt-get install {})", missing.join(" "));
+        bail!(
+            "installing {missing:?} failed (apt-get install {})",
+            missing.join(" ")
+        );
     }
     Ok(())
 }
@@ -190,13 +196,20 @@ fn start_targets(lbgw: &Path, dir: &Path, backend: SocketAddr) -> Result<Vec<Tar
     let config = dir.join("lbgw.yaml");
     std::fs::write(&config, configs::lbgw(port, backend, &cert_pem, &key_pem))?;
     let mut cmd = Command::new(lbgw);
-    cmd.args(["run", "--no-xdp", "--bind", "127.0.0.1", "--lb-cidr", "192.0.2.0/24"])
-        .arg("--config")
-        .arg(&config)
-        .arg("--state")
-        .arg(dir.join("ipam.json"))
-        .env("TOKIO_WORKER_THREADS", configs::WORKERS.to_string())
-        .env("LBGW_LOG", "warn");
+    cmd.args([
+        "run",
+        "--no-xdp",
+        "--bind",
+        "127.0.0.1",
+        "--lb-cidr",
+        "192.0.2.0/24",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--state")
+    .arg(dir.join("ipam.json"))
+    .env("TOKIO_WORKER_THREADS", configs::WORKERS.to_string())
+    .env("LBGW_LOG", "warn");
     targets.push(start("lbgw", cmd, port, dir)?);
 
     let port = procs::free_port()?;
@@ -224,13 +237,7 @@ fn start(name: &'static str, cmd: Command, port: u16, dir: &Path) -> Result<Targ
 }
 
 /// Runs `load` against one target and measures the target's processes around it.
-fn measure(
-    load: Load,
-    plan: &Plan,
-    target: &mut Target,
-    client: &Path,
-    dir: &Path,
-) -> Result<Row> {
+fn measure(load: Load, plan: &Plan, target: &mut Target, client: &Path, dir: &Path) -> Result<Row> {
     target.proc.check_alive()?;
     let pids = target.proc.tree();
     procs::reset_peak_rss(&pids);
@@ -245,7 +252,9 @@ fn measure(
             plan.secs,
             &dir.join("h2load.log"),
         )?,
-        Load::Handshake => loadgen::handshakes(client, target.addr, plan.handshake_conns, plan.secs)?,
+        Load::Handshake => {
+            loadgen::handshakes(client, target.addr, plan.handshake_conns, plan.secs)?
+        }
         Load::Sse => loadgen::sse(
             client,
             target.addr,
@@ -261,7 +270,11 @@ fn measure(
     let row = Row {
         load,
         target: target.name,
-        cpu_us: if measured.requests > 0.0 { cpu * 1e6 / measured.requests } else { 0.0 },
+        cpu_us: if measured.requests > 0.0 {
+            cpu * 1e6 / measured.requests
+        } else {
+            0.0
+        },
         rss_mib: procs::peak_rss_mib(&pids),
         measured,
     };
@@ -340,7 +353,10 @@ pub fn run(quick: bool) -> Result<()> {
     let out = crate::workspace_root().join("docs").join("bench");
     std::fs::create_dir_all(&out)?;
     let machine = report::machine();
-    print!("{}", report::table(&rows, &plan_summary(&plan, quick), &machine));
+    print!(
+        "{}",
+        report::table(&rows, &plan_summary(&plan, quick), &machine)
+    );
     report::write(&out, &rows, quick, &plan_summary(&plan, quick), &machine)?;
     eprintln!("xtask bench: wrote {}", out.display());
     Ok(())

@@ -30,7 +30,13 @@ fn find<'a>(rows: &'a [Row], load: Load, target: &str) -> Option<&'a Row> {
 
 /// The latency figure compared: for SSE, the delay the proxy adds over the direct stream.
 fn latency(rows: &[Row], row: &Row, p99: bool) -> f64 {
-    let value = |r: &Row| if p99 { r.measured.p99_ms } else { r.measured.p50_ms };
+    let value = |r: &Row| {
+        if p99 {
+            r.measured.p99_ms
+        } else {
+            r.measured.p50_ms
+        }
+    };
     match (row.load, find(rows, Load::Sse, "direct")) {
         (Load::Sse, Some(direct)) if row.target != "direct" => value(row) - value(direct),
         _ => value(row),
@@ -38,7 +44,11 @@ fn latency(rows: &[Row], row: &Row, p99: bool) -> f64 {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 { format!("{:.2}×", a / b) } else { "–".to_owned() }
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".to_owned()
+    }
 }
 
 /// The table, with lbgw's ratios: throughput (higher is better) and p99 (lower is better).
@@ -55,7 +65,11 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
         for row in rows.iter().filter(|r| r.load == load) {
             let (rps_ratio, p99_ratio) = match (lbgw, row.target) {
                 (Some(l), "nginx" | "haproxy") => (
-                    format!("{} vs {}", ratio(l.measured.rps, row.measured.rps), row.target),
+                    format!(
+                        "{} vs {}",
+                        ratio(l.measured.rps, row.measured.rps),
+                        row.target
+                    ),
                     format!(
                         "{} vs {}",
                         ratio(latency(rows, l, true), latency(rows, row, true)),
@@ -115,7 +129,10 @@ pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -
         "plan": plan,
         "results": results,
     });
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
     std::fs::write(dir.join("summary.svg"), svg(rows, machine))?;
     Ok(())
 }
@@ -154,14 +171,30 @@ fn svg(rows: &[Row], machine: &str) -> String {
         );
     }
     let panels: [(&str, bool); 2] = [
-        ("requests/s (SSE: events/s) relative to nginx — higher is better", false),
-        ("p99 latency (SSE: added delay) relative to nginx — lower is better", true),
+        (
+            "requests/s (SSE: events/s) relative to nginx — higher is better",
+            false,
+        ),
+        (
+            "p99 latency (SSE: added delay) relative to nginx — lower is better",
+            true,
+        ),
     ];
     for (p, (title, is_latency)) in panels.iter().enumerate() {
         let y0 = top + p as f64 * (panel_h + 70.0);
         let base = y0 + 20.0 + panel_h;
-        let _ = writeln!(s, r#"<text x="{left}" y="{}" font-size="13">{title}</text>"#, y0 + 12.0);
-        let value = |r: &Row| if *is_latency { latency(rows, r, true) } else { r.measured.rps };
+        let _ = writeln!(
+            s,
+            r#"<text x="{left}" y="{}" font-size="13">{title}</text>"#,
+            y0 + 12.0
+        );
+        let value = |r: &Row| {
+            if *is_latency {
+                latency(rows, r, true)
+            } else {
+                r.measured.rps
+            }
+        };
         let max_rel = Load::ALL
             .iter()
             .flat_map(|&l| {
@@ -192,12 +225,22 @@ fn svg(rows: &[Row], machine: &str) -> String {
             let gx = left + g as f64 * group_w + bar_w / 2.0;
             let nginx = find(rows, load, "nginx").map(value).unwrap_or(0.0);
             for (i, target) in PROXIES.iter().enumerate() {
-                let Some(row) = find(rows, load, target) else { continue };
+                let Some(row) = find(rows, load, target) else {
+                    continue;
+                };
                 let v = value(row);
-                let rel = if nginx > 0.0 { (v / nginx).clamp(0.0, max_rel) } else { 0.0 };
+                let rel = if nginx > 0.0 {
+                    (v / nginx).clamp(0.0, max_rel)
+                } else {
+                    0.0
+                };
                 let h = rel * scale;
                 let x = gx + i as f64 * bar_w;
-                let label = if *is_latency { format!("{v:.2}ms") } else { format!("{v:.0}") };
+                let label = if *is_latency {
+                    format!("{v:.2}ms")
+                } else {
+                    format!("{v:.0}")
+                };
                 let _ = writeln!(
                     s,
                     r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{label}</text>"#,
@@ -222,5 +265,7 @@ fn svg(rows: &[Row], machine: &str) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

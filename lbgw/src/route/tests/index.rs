@@ -33,7 +33,16 @@ const ROUTE_HOSTS: &[&str] = &[
     "a.example.org",
     "'*.example.org'",
 ];
-const PATHS: &[&str] = &["/", "/api", "/api/", "/api/v1", "/api/v1/users", "/apix", "/static/app.js", "/x//y"];
+const PATHS: &[&str] = &[
+    "/",
+    "/api",
+    "/api/",
+    "/api/v1",
+    "/api/v1/users",
+    "/apix",
+    "/static/app.js",
+    "/x//y",
+];
 const PATH_MATCHES: &[&str] = &[
     "{type: PathPrefix, value: /}",
     "{type: PathPrefix, value: /api}",
@@ -59,7 +68,9 @@ impl Lcg {
 }
 
 fn random_route(rng: &mut Lcg, i: usize) -> String {
-    let hostnames: Vec<&str> = (0..rng.below(3)).map(|_| ROUTE_HOSTS[rng.below(ROUTE_HOSTS.len())]).collect();
+    let hostnames: Vec<&str> = (0..rng.below(3))
+        .map(|_| ROUTE_HOSTS[rng.below(ROUTE_HOSTS.len())])
+        .collect();
     let rules: Vec<String> = (0..1 + rng.below(3))
         .map(|_| {
             let matches: Vec<String> = (0..1 + rng.below(2))
@@ -82,7 +93,11 @@ fn random_route(rng: &mut Lcg, i: usize) -> String {
     route(
         &format!("ns{}/r{i}", rng.below(4)),
         Some(&created),
-        &format!("{{hostnames: [{}], rules: [{}]}}", hostnames.join(", "), rules.join(", ")),
+        &format!(
+            "{{hostnames: [{}], rules: [{}]}}",
+            hostnames.join(", "),
+            rules.join(", ")
+        ),
     )
 }
 
@@ -98,8 +113,14 @@ fn index_agrees_with_a_scan_of_every_candidate() {
     for port in [80, 8080] {
         for host in HOSTS {
             for path in PATHS {
-                for (method, tenant) in [(Method::GET, None), (Method::POST, Some("t1")), (Method::GET, Some("t1"))] {
-                    let mut req = get(host, path).listener(ListenerRef::Port(port)).method(method);
+                for (method, tenant) in [
+                    (Method::GET, None),
+                    (Method::POST, Some("t1")),
+                    (Method::GET, Some("t1")),
+                ] {
+                    let mut req = get(host, path)
+                        .listener(ListenerRef::Port(port))
+                        .method(method);
                     if let Some(t) = tenant {
                         req = req.header("x-tenant", t);
                     }
@@ -116,7 +137,12 @@ fn index_agrees_with_a_scan_of_every_candidate() {
                         headers: &req.headers,
                     };
                     let key = |m: Match<'_>| {
-                        (m.route.to_string(), m.rule_index, m.match_index, m.hostname.to_string())
+                        (
+                            m.route.to_string(),
+                            m.rule_index,
+                            m.match_index,
+                            m.hostname.to_string(),
+                        )
                     };
                     let indexed = table.find(&parts).map(key);
                     let scanned = table.find_by_scan(&parts).map(key);
@@ -128,5 +154,8 @@ fn index_agrees_with_a_scan_of_every_candidate() {
     }
     // The generated table must exercise both outcomes.
     assert!(matched > 100, "only {matched} requests matched");
-    assert!(matched < 2 * HOSTS.len() * PATHS.len() * 3, "every request matched");
+    assert!(
+        matched < 2 * HOSTS.len() * PATHS.len() * 3,
+        "every request matched"
+    );
 }
