@@ -28,7 +28,7 @@ spec:
 ";
 
 fn route(i: usize) -> HttpRoute {
-    let wildcard = if i % 25 == 0 {
+    let wildcard = if i.is_multiple_of(25) {
         format!(", '*.team{}.example.com'", i % 7)
     } else {
         String::new()

@@ -104,6 +104,10 @@ struct Attached {
     hostnames: Vec<Hostname>,
 }
 
+/// The route hostname that matched a request host best, its score, and the score of the
+/// route's original hostnames.
+type RouteHost<'t> = (&'t Hostname, HostScore, HostScore);
+
 /// One match of one rule of an attached route.
 #[derive(Debug)]
 struct Candidate {
@@ -290,7 +294,7 @@ impl RouteTable {
         let mut best: Option<(Score, Match<'_>)> = None;
         // The host scores of the route of the previous candidate (candidates of one route
         // are consecutive).
-        let mut route_host: Option<(usize, Option<(&Hostname, HostScore, HostScore)>)> = None;
+        let mut route_host: Option<(usize, Option<RouteHost<'t>>)> = None;
         for ordinal in ordinals {
             let Some(candidate) = entry.candidates.get(ordinal as usize) else {
                 continue;

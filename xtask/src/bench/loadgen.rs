@@ -72,8 +72,7 @@ pub fn wrk(url: &str, conns: usize, secs: u64, headers: &[&str]) -> Result<Measu
 
 fn parse_wrk(out: &str) -> Result<Measured> {
     let mut m = Measured::default();
-    let mut lines = out.lines().map(str::trim);
-    while let Some(line) = lines.next() {
+    for line in out.lines().map(str::trim) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
             ["50%", v] => m.p50_ms = wrk_duration_ms(v).context("p50")?,
