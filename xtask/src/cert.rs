@@ -24,3 +24,13 @@ pub fn write_secret(path: &Path, namespace: &str, name: &str, hostname: &str) ->
     );
     std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))
 }
+
+/// A self-signed ECDSA P-256 certificate for `hostname`: (certificate PEM, key PEM).
+pub fn self_signed(hostname: &str) -> Result<(String, String)> {
+    // rcgen's default key is ECDSA P-256 with SHA-256.
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
+        .context("certificate parameters")?;
+    let cert = params.self_signed(&key).context("self-signing")?;
+    Ok((cert.pem(), key.serialize_pem()))
+}

@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | bench-xdp | image`.
+//! Developer tasks: `cargo xtask setup | build | run | test | bench | bench-flood | bench-xdp | image`.
 //!
 //! Everything a fresh machine lacks (nightly's rust-src, bpf-linker, the Debian packages the
 //! tests drive) is installed by `setup`, which `run`, `test` and `bench-xdp` call first.
+mod bench;
 mod cert;
 mod image;
 mod lab;
@@ -63,6 +64,20 @@ enum Task {
         /// Use this binary instead of building one.
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
+    },
+    /// lbgw, nginx and HAProxy side by side as TLS-terminating reverse proxies (installs
+    /// nginx-light and haproxy); writes docs/bench/.
+    Bench {
+        /// Short runs (about 4 s per load and proxy) that finish in a few minutes.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// A UDP flood to an unserved VIP port over veth in network namespaces: lbgw's XDP early
+    /// drop (native and generic) against an nftables drop rule.
+    BenchFlood {
+        /// 3 s per configuration instead of 10 s.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -133,6 +148,14 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Task::Bench { quick } => {
+            setup::all()?;
+            bench::run(quick)
+        }
+        Task::BenchFlood { quick } => {
+            setup::all()?;
+            bench::flood::run(quick)
+        }
         Task::BenchXdp => {
             setup::all()?;
             let status = Command::new(cargo())
@@ -172,12 +195,16 @@ fn build(release: bool) -> Result<PathBuf> {
     if !status.success() {
         bail!("building lbgw failed ({status})");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target
+    Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("lbgw"))
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn run_on_host(bin: &PathBuf, iface: &str, config: &[PathBuf], extra: &[String]) -> Result<()> {

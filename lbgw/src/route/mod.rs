@@ -12,12 +12,15 @@
 //! - `matches`: path, method, header and query parameter matches and their scores;
 //! - `rule`: what a rule does once matched (filters, weighted backends, timeouts);
 //! - `table`: the table and the lookup;
+//! - `index`: per listener, the matches by hostname and path, so a lookup scores only the
+//!   few that can match (cost grows with the request's labels and segments, not with routes);
 //! - `filters`: header modification, path rewriting, redirect `Location`.
 
 mod attach;
 mod error;
 pub mod filters;
 pub mod hostname;
+mod index;
 mod matches;
 pub mod retry;
 mod rule;

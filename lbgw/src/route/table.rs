@@ -12,6 +12,7 @@ use super::attach;
 use super::error::{BuildError, RouteId};
 use super::filters::{RedirectRequest, Scheme};
 use super::hostname::{HostScore, Hostname, best_route_score, normalize_host};
+use super::index::{ListenerIndex, Ordinal};
 use super::matches::{MatchScore, PathMatch, Prepared, parse_query};
 use super::rule::{self, CompiledRule, Rule};
 use super::{ListenerRef, RequestParts};
@@ -103,11 +104,54 @@ struct Attached {
     hostnames: Vec<Hostname>,
 }
 
+/// The route hostname that matched a request host best, its score, and the score of the
+/// route's original hostnames.
+type RouteHost<'t> = (&'t Hostname, HostScore, HostScore);
+
+/// One match of one rule of an attached route.
+#[derive(Debug)]
+struct Candidate {
+    /// Index into [`ListenerEntry::routes`].
+    attached: usize,
+    /// Index into the route's compiled rules.
+    rule: usize,
+    /// Index into the rule's matches.
+    match_index: usize,
+}
+
 #[derive(Debug)]
 struct ListenerEntry {
     listener: Listener,
     /// In tie-break order: oldest route first, then by namespace/name.
     routes: Vec<Attached>,
+    /// Every match of every attached route, in tie-break order ([`Ordinal`]s index it).
+    candidates: Vec<Candidate>,
+    /// The candidates by hostname and path.
+    index: ListenerIndex,
+}
+
+impl ListenerEntry {
+    /// Adds `route` (attached with `hostnames`) and files its matches in the index.
+    fn attach(&mut self, index: usize, route: &CompiledRoute, hostnames: Vec<Hostname>) {
+        let attached = self.routes.len();
+        for (rule_pos, rule) in route.rules.iter().enumerate() {
+            for (match_index, m) in rule.matches.iter().enumerate() {
+                let ordinal = Ordinal::try_from(self.candidates.len()).unwrap_or(Ordinal::MAX);
+                for hostname in &hostnames {
+                    self.index.insert(hostname, &m.path, ordinal);
+                }
+                self.candidates.push(Candidate {
+                    attached,
+                    rule: rule_pos,
+                    match_index,
+                });
+            }
+        }
+        self.routes.push(Attached {
+            route: index,
+            hostnames,
+        });
+    }
 }
 
 /// HTTPRoutes compiled for lookup, per Gateway listener.
@@ -167,6 +211,8 @@ impl RouteTable {
                         scheme: attach::http_scheme(l).unwrap_or(Scheme::Http),
                     },
                     routes: Vec::new(),
+                    candidates: Vec::new(),
+                    index: ListenerIndex::default(),
                 };
                 for (index, ((_, id, r), route)) in ordered.iter().zip(&compiled).enumerate() {
                     let selected = r
@@ -179,10 +225,7 @@ impl RouteTable {
                         continue;
                     }
                     if let Some(hostnames) = intersect(&entry.listener.hostname, &route.hostnames) {
-                        entry.routes.push(Attached {
-                            route: index,
-                            hostnames,
-                        });
+                        entry.attach(index, route, hostnames);
                     }
                 }
                 listeners.push(entry);
@@ -216,47 +259,97 @@ impl RouteTable {
             query: parse_query(req.query),
         };
 
+        // Only the candidates whose hostname and path can match; in tie-break order, so the
+        // first of equal scores still wins as in a scan of every candidate.
+        let mut ordinals = Vec::new();
+        entry.index.candidates(&host, req.path, &mut ordinals);
+        self.best(entry, &host, &prepared, ordinals)
+    }
+
+    /// [`find`](Self::find) without the index: every candidate of the listener is scored.
+    /// The reference the index is tested against, and the baseline of the route_match
+    /// benchmark; not for the data path.
+    #[doc(hidden)]
+    pub fn find_by_scan(&self, req: &RequestParts<'_>) -> Option<Match<'_>> {
+        let host = normalize_host(req.host);
+        let entry = self.listener(req, &host)?;
+        let prepared = Prepared {
+            path: req.path,
+            method: req.method,
+            headers: req.headers,
+            query: parse_query(req.query),
+        };
+        let all = 0..Ordinal::try_from(entry.candidates.len()).unwrap_or(Ordinal::MAX);
+        self.best(entry, &host, &prepared, all)
+    }
+
+    /// The best-scoring of `ordinals` (ascending) of `entry` for the request.
+    fn best<'t>(
+        &'t self,
+        entry: &'t ListenerEntry,
+        host: &str,
+        prepared: &Prepared<'_>,
+        ordinals: impl IntoIterator<Item = Ordinal>,
+    ) -> Option<Match<'t>> {
         let mut best: Option<(Score, Match<'_>)> = None;
-        for attached in &entry.routes {
-            let route = &self.routes[attached.route];
-            let Some((hostname, host_score)) = attached
-                .hostnames
-                .iter()
-                .filter_map(|h| h.route_score(&host).map(|s| (h, s)))
-                .max_by_key(|(_, s)| *s)
-            else {
+        // The host scores of the route of the previous candidate (candidates of one route
+        // are consecutive).
+        let mut route_host: Option<(usize, Option<RouteHost<'t>>)> = None;
+        for ordinal in ordinals {
+            let Some(candidate) = entry.candidates.get(ordinal as usize) else {
                 continue;
             };
-            let original_host = best_route_score(&route.hostnames, &host).unwrap_or(HostScore::Any);
-            for rule in &route.rules {
-                for (match_index, m) in rule.matches.iter().enumerate() {
-                    let Some(request) = m.score(&prepared) else {
-                        continue;
-                    };
-                    let score = Score {
-                        host: host_score,
-                        original_host,
-                        request,
-                    };
-                    // Strictly greater: the first candidate in tie-break order keeps a tie.
-                    // "If ties still exist within an HTTPRoute, matching precedence MUST be
-                    // granted to the FIRST matching rule (in list order) with a match meeting
-                    // the above criteria."
-                    if best.as_ref().is_none_or(|(b, _)| score > *b) {
-                        best = Some((
-                            score,
-                            Match {
-                                route: &route.id,
-                                rule_index: rule.index,
-                                match_index,
-                                rule: &rule.rule,
-                                listener: &entry.listener,
-                                hostname,
-                                path: &m.path,
-                            },
-                        ));
-                    }
+            let Some(attached) = entry.routes.get(candidate.attached) else {
+                continue;
+            };
+            let route = &self.routes[attached.route];
+            let host_scores = match route_host {
+                Some((a, scores)) if a == candidate.attached => scores,
+                _ => {
+                    let scores = attached
+                        .hostnames
+                        .iter()
+                        .filter_map(|h| h.route_score(host).map(|s| (h, s)))
+                        .max_by_key(|(_, s)| *s)
+                        .map(|(h, s)| {
+                            let original =
+                                best_route_score(&route.hostnames, host).unwrap_or(HostScore::Any);
+                            (h, s, original)
+                        });
+                    route_host = Some((candidate.attached, scores));
+                    scores
                 }
+            };
+            let Some((hostname, host_score, original_host)) = host_scores else {
+                continue;
+            };
+            let rule = &route.rules[candidate.rule];
+            let m = &rule.matches[candidate.match_index];
+            let Some(request) = m.score(prepared) else {
+                continue;
+            };
+            let score = Score {
+                host: host_score,
+                original_host,
+                request,
+            };
+            // Strictly greater: the first candidate in tie-break order keeps a tie.
+            // "If ties still exist within an HTTPRoute, matching precedence MUST be
+            // granted to the FIRST matching rule (in list order) with a match meeting
+            // the above criteria."
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((
+                    score,
+                    Match {
+                        route: &route.id,
+                        rule_index: rule.index,
+                        match_index: candidate.match_index,
+                        rule: &rule.rule,
+                        listener: &entry.listener,
+                        hostname,
+                        path: &m.path,
+                    },
+                ));
             }
         }
         best.map(|(_, m)| m)

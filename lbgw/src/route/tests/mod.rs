@@ -1,6 +1,7 @@
 //! Table-level tests: Gateways and HTTPRoutes written as YAML, requests in, chosen rule out.
 
 mod attachment;
+mod index;
 mod precedence;
 
 use gateway_api::apis::standard::gateways::Gateway;
