@@ -198,6 +198,7 @@ fn start_proxy(
             bind: opts.bind,
             ephemeral_ports: false,
             drain_timeout: PROXY_DRAIN_TIMEOUT,
+            ..Default::default()
         },
     )?;
     Ok(proxy.spawn())
