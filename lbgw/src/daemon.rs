@@ -5,13 +5,23 @@
 //! Beside the XDP data plane it serves the Gateway API proxy ([`crate::proxy`]) for the
 //! configuration's Gateways and HTTPRoutes. With `--no-xdp` it runs the proxy alone: no
 //! interface, no XDP program, no announcements, no privileges beyond binding the ports.
+//!
+//! While running: SIGHUP or a change of the `--config` files reloads the configuration
+//! ([`crate::reload`]); `--admin` serves metrics, health and status ([`crate::admin`]);
+//! SIGTERM/SIGINT stop accepting and drain in-flight requests for up to `--drain-timeout`.
 
-use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
+    admin::{Admin, AdminError, DataplaneCounters, DataplaneStats, VipCounterValues},
     announce::{AnnounceError, Announcer},
     config::{self, ConfigError, error_chain},
     dataplane::{
@@ -20,11 +30,12 @@ use crate::{
     },
     gateway::GatewayModel,
     ipam::{self, IpamError, Plan, Pools, State},
-    proxy::{Proxy, ProxyError, ProxyOptions},
+    proxy::{
+        AccessLog, AccessLogFormat, Limits, OutlierOptions, Proxy, ProxyError, ProxyHandle,
+        ProxyMetrics, ProxyOptions,
+    },
+    reload::{self, Current, FileWatch, IpamSource, ReloadError, Reloader},
 };
-
-/// How long in-flight proxy requests may go on after SIGINT/SIGTERM.
-const PROXY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `lbgw run` was asked to do.
 #[derive(Clone, Debug)]
@@ -48,6 +59,20 @@ pub struct RunOptions {
     pub no_early_drop: bool,
     /// Address the proxy binds its listener ports on; `None` for all addresses.
     pub bind: Option<IpAddr>,
+    /// The admin endpoint's address (`--admin`); `None` for none.
+    pub admin: Option<SocketAddr>,
+    /// How long in-flight proxy requests may go on after SIGINT/SIGTERM.
+    pub drain_timeout: Duration,
+    /// Access log format.
+    pub access_log: AccessLogFormat,
+    /// Connection, header and HTTP/2 limits of the proxy.
+    pub limits: Limits,
+    /// Passive outlier detection.
+    pub outlier: OutlierOptions,
+    /// Reload when the `--config` files change (SIGHUP always reloads).
+    pub watch: bool,
+    /// Changes to the files within this long are applied as one reload.
+    pub watch_debounce: Duration,
 }
 
 /// Why the daemon could not start or stopped.
@@ -67,6 +92,10 @@ pub enum DaemonError {
     Signal(#[source] std::io::Error),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
 }
 
 /// Runs the data plane until SIGINT or SIGTERM.
@@ -78,15 +107,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let iface = Interface::by_name(iface_name)?;
 
     let (config, pools, plan) = allocate(&opts)?;
-    let proxy = start_proxy(&config, &plan, &opts)?;
-    let vips: Vec<VipEntry> = plan
-        .vips()
-        .iter()
-        .map(|v| VipEntry {
-            ip: v.ip,
-            announce: true,
-        })
-        .collect();
+    let mut services = start_services(&opts, Current { config, pools, plan }).await?;
+    let current = services.reloader.current();
+    let vips = vip_entries(&current.plan);
 
     let mut dataplane = Dataplane::load()?;
     dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
@@ -95,9 +118,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     dataplane.sync_vips(&vips)?;
     dataplane.set_steering(&crate::dataplane::served::steering(
-        &config,
-        &plan,
-        &pools,
+        &current.config,
+        &current.plan,
+        &current.pools,
         !opts.no_early_drop,
         true,
     ))?;
@@ -109,26 +132,56 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         vips = vips.len(),
         "XDP program attached; answering ARP/NDP for the VIPs"
     );
+    let dataplane = Arc::new(Mutex::new(dataplane));
+    if let Some(admin) = &services.admin {
+        admin.set_dataplane(Arc::new(XdpStats(Arc::clone(&dataplane))));
+    }
 
     let announcer = Announcer::new(iface.ifindex, iface.mac)?;
-    let ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
+    let mut ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
     announce_all(&announcer, &ips, &opts.vlans);
-    info!("lbgw ready");
+    services.ready();
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut signals = Signals::new()?;
     let mut announce_tick = interval(opts.announce_interval);
     let mut stats_tick = interval(opts.stats_interval);
     let mut last_stats = None;
     loop {
-        tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = announce_tick.tick() => announce_all(&announcer, &ips, &opts.vlans),
-            _ = stats_tick.tick() => log_counters(&dataplane, &mut last_stats, false),
+        let reloaded = tokio::select! {
+            _ = signals.int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = signals.term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = signals.hup.recv() => services.reload(&opts, "SIGHUP", true),
+            () = services.watch_changed() => services.reload(&opts, "file change", false),
+            _ = announce_tick.tick() => { announce_all(&announcer, &ips, &opts.vlans); false }
+            _ = stats_tick.tick() => {
+                log_counters(&lock(&dataplane), &mut last_stats, false);
+                false
+            }
+        };
+        if reloaded {
+            // The XDP side of a reload: the VIP set and the served ports.
+            let current = services.reloader.current();
+            let vips = vip_entries(&current.plan);
+            let steering = crate::dataplane::served::steering(
+                &current.config,
+                &current.plan,
+                &current.pools,
+                !opts.no_early_drop,
+                true,
+            );
+            let mut dp = lock(&dataplane);
+            if let Err(err) = dp.sync_vips(&vips).and_then(|()| dp.set_steering(&steering)) {
+                error!("updating the XDP maps after a reload: {}", error_chain(&err));
+            }
+            drop(dp);
+            let new_ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
+            let fresh: Vec<IpAddr> = new_ips.iter().filter(|ip| !ips.contains(ip)).copied().collect();
+            announce_all(&announcer, &fresh, &opts.vlans);
+            ips = new_ips;
         }
     }
-    proxy.stop().await;
+    services.stop().await;
+    let mut dataplane = lock(&dataplane);
     log_counters(&dataplane, &mut last_stats, true);
     dataplane.detach_all();
     info!(iface = %iface.name, "XDP program detached");
@@ -137,17 +190,158 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
 /// `lbgw run --no-xdp`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
-    let (config, _pools, plan) = allocate(opts)?;
-    let proxy = start_proxy(&config, &plan, opts)?;
+    let (config, pools, plan) = allocate(opts)?;
+    let mut services = start_services(opts, Current { config, pools, plan }).await?;
+    services.ready();
     info!("lbgw ready (proxy only, no XDP)");
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = sigint.recv() => info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            _ = signals.int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = signals.term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = signals.hup.recv() => { services.reload(opts, "SIGHUP", true); }
+            () = services.watch_changed() => { services.reload(opts, "file change", false); }
+        }
     }
-    proxy.stop().await;
+    services.stop().await;
     Ok(())
+}
+
+/// The VIPs as the XDP program takes them.
+fn vip_entries(plan: &Plan) -> Vec<VipEntry> {
+    plan.vips()
+        .iter()
+        .map(|v| VipEntry {
+            ip: v.ip,
+            announce: true,
+        })
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The XDP counters for the admin endpoint, read at scrape time.
+struct XdpStats(Arc<Mutex<Dataplane>>);
+
+impl DataplaneStats for XdpStats {
+    fn read(&self) -> Option<DataplaneCounters> {
+        match lock(&self.0).counters() {
+            Ok((global, per_vip)) => Some(DataplaneCounters {
+                global: lbgw_common::Counter::ALL
+                    .iter()
+                    .map(|c| (c.name(), global.get(*c)))
+                    .collect(),
+                vips: per_vip
+                    .into_iter()
+                    .map(|v| VipCounterValues {
+                        ip: v.ip,
+                        arp_replies: v.arp_replies,
+                        na_replies: v.na_replies,
+                        echo_replies: v.echo_replies,
+                        dropped_unserved: v.dropped_unserved,
+                        passed: v.passed,
+                    })
+                    .collect(),
+            }),
+            Err(err) => {
+                warn!("reading XDP counters: {}", error_chain(&err));
+                None
+            }
+        }
+    }
+}
+
+/// SIGINT/SIGTERM (stop) and SIGHUP (reload).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, DaemonError> {
+        let sig = |kind| signal(kind).map_err(DaemonError::Signal);
+        Ok(Self {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The proxy, the admin endpoint and the reloader, as `lbgw run` starts them.
+struct Services {
+    proxy: crate::proxy::RunningProxy,
+    admin: Option<Arc<Admin>>,
+    reloader: Reloader,
+    watch: Option<FileWatch>,
+}
+
+impl Services {
+    /// `/readyz` answers 200 from now on.
+    fn ready(&self) {
+        if let Some(admin) = &self.admin {
+            admin.set_ready(true);
+        }
+        info!("lbgw ready");
+    }
+
+    async fn watch_changed(&mut self) {
+        match &mut self.watch {
+            Some(watch) => watch.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reloads the `--config` files; true when a new configuration was applied.
+    fn reload(&mut self, opts: &RunOptions, trigger: &str, force: bool) -> bool {
+        let outcome = self.reloader.reload_files(&opts.config, force);
+        reload::log_outcome(trigger, &outcome);
+        matches!(outcome, Ok(Some(_)))
+    }
+
+    async fn stop(self) {
+        if let Some(admin) = &self.admin {
+            admin.set_ready(false);
+        }
+        self.proxy.stop().await;
+    }
+}
+
+/// Starts the proxy for `current`, the admin endpoint and the file watch.
+async fn start_services(opts: &RunOptions, current: Current) -> Result<Services, DaemonError> {
+    let metrics = Arc::new(ProxyMetrics::default());
+    let admin = opts.admin.map(|_| Admin::new(&metrics));
+    let (proxy, handle) = start_proxy(&current, opts, &metrics)?;
+    if let (Some(admin), Some(addr)) = (&admin, opts.admin) {
+        admin.set_proxy(handle.clone());
+        admin.publish(&current.config, &current.plan, &handle.model());
+        admin.serve(addr).await?;
+    }
+    let watch = if opts.watch {
+        Some(FileWatch::start(&opts.config, opts.watch_debounce)?)
+    } else {
+        None
+    };
+    let reloader = Reloader::new(
+        IpamSource {
+            lb_cidrs: opts.lb_cidrs.clone(),
+            env_lb_cidr: opts.env_lb_cidr.clone(),
+            state: opts.state.clone(),
+        },
+        handle,
+        admin.clone(),
+        metrics,
+        current,
+    );
+    Ok(Services {
+        proxy,
+        admin,
+        reloader,
+        watch,
+    })
 }
 
 /// Loads the configuration and allocates the VIPs, saving the allocation state.
@@ -176,11 +370,11 @@ fn allocate(opts: &RunOptions) -> Result<(config::Config, Pools, Plan), DaemonEr
 /// Builds the Gateway model and starts serving it; logs `proxy listening on <addr>` per
 /// bound port.
 fn start_proxy(
-    config: &config::Config,
-    plan: &Plan,
+    current: &Current,
     opts: &RunOptions,
-) -> Result<crate::proxy::RunningProxy, DaemonError> {
-    let (model, _status) = GatewayModel::build(config, plan);
+    metrics: &Arc<ProxyMetrics>,
+) -> Result<(crate::proxy::RunningProxy, ProxyHandle), DaemonError> {
+    let (model, _status) = GatewayModel::build(&current.config, &current.plan);
     let listeners = model.listeners().count();
     if listeners == 0 {
         info!("no Gateway listener to serve; the proxy is idle");
@@ -197,11 +391,15 @@ fn start_proxy(
         &ProxyOptions {
             bind: opts.bind,
             ephemeral_ports: false,
-            drain_timeout: PROXY_DRAIN_TIMEOUT,
-            ..Default::default()
+            drain_timeout: opts.drain_timeout,
+            limits: opts.limits.clone(),
+            outlier: opts.outlier.clone(),
+            metrics: Arc::clone(metrics),
+            access_log: AccessLog::start(opts.access_log),
         },
     )?;
-    Ok(proxy.spawn())
+    let handle = proxy.handle();
+    Ok((proxy.spawn(), handle))
 }
 
 /// A ticker that skips its immediate first tick; a zero period never fires.

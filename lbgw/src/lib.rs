@@ -10,6 +10,7 @@
 //! - [`l4`]: L4 LoadBalancer Services: Maglev tables for the XDP forwarder;
 //! - [`proxy`]: the HTTP/HTTPS proxy serving Gateways and HTTPRoutes;
 //! - [`daemon`]: `lbgw run`, tying the above together.
+pub mod admin;
 pub mod announce;
 pub mod config;
 pub mod daemon;
@@ -18,4 +19,5 @@ pub mod gateway;
 pub mod ipam;
 pub mod l4;
 pub mod proxy;
+pub mod reload;
 pub mod route;

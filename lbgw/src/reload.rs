@@ -1,0 +1,284 @@
+//! Hot reload: a new [`Config`] snapshot is validated and swapped in while lbgw serves.
+//!
+//! [`Reloader::apply`] is the one entry point, whatever the snapshot came from (the
+//! `--config` files on SIGHUP or when they change, see [`FileWatch`]; a Kubernetes source
+//! feeds the same function). It resolves the pools, allocates the VIPs (keeping every
+//! object's address: the previous allocation is the starting point), builds the Gateway
+//! model, then hands it to the proxy, which binds new listener ports first (all or nothing),
+//! swaps the model atomically and closes the ports no longer used. Requests in flight finish
+//! under the model they started with; keep-alive connections, SSE streams and WebSockets go
+//! on; new requests (also on open connections) and new TLS handshakes (a rotated Secret) see
+//! the new one. Anything that fails leaves the running configuration untouched.
+//!
+//! What the XDP side needs after a reload (VIP set, served ports) is left to the daemon,
+//! which owns the data plane: [`Reloader::current`] has the applied plan.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use tokio::sync::mpsc;
+
+use crate::admin::Admin;
+use crate::config::{self, Config, ConfigError, error_chain};
+use crate::gateway::GatewayModel;
+use crate::ipam::{self, IpamError, Plan, Pools};
+use crate::proxy::metrics::ResultLabels;
+use crate::proxy::{PortChanges, ProxyError, ProxyHandle, ProxyMetrics};
+
+/// Why a new configuration was rejected; the previous one keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files do not load (YAML, unknown fields, invalid values...).
+    #[error("{}", .0.errors().iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
+    Config(#[from] ConfigError),
+    /// The LoadBalancer IP pools do not resolve.
+    #[error("{}", .0.errors().iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
+    Ipam(#[from] IpamError),
+    /// A new listener port cannot be bound.
+    #[error("{}", error_chain(.0))]
+    Proxy(#[from] ProxyError),
+    /// Watching the configuration files.
+    #[error("watching {path} for changes")]
+    Watch {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// The configuration being served.
+pub struct Current {
+    /// The objects.
+    pub config: Config,
+    /// The pools they were allocated from.
+    pub pools: Pools,
+    /// The VIP allocation.
+    pub plan: Plan,
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadSummary {
+    /// Reloads applied so far, this one included.
+    pub generation: u64,
+    /// Listener ports bound and closed.
+    pub ports: PortChanges,
+    /// VIPs allocated.
+    pub vips_added: Vec<std::net::IpAddr>,
+    /// VIPs released.
+    pub vips_removed: Vec<std::net::IpAddr>,
+    /// Gateway listeners served.
+    pub listeners: usize,
+}
+
+/// Where VIP allocations are remembered, and the pools' command-line sources.
+#[derive(Clone, Debug)]
+pub struct IpamSource {
+    /// `--lb-cidr`.
+    pub lb_cidrs: Vec<String>,
+    /// `CILIUM_LB_CIDR`.
+    pub env_lb_cidr: Option<String>,
+    /// The state file (`--state`).
+    pub state: PathBuf,
+}
+
+/// Applies configuration snapshots to the running proxy (and tells the admin endpoint).
+pub struct Reloader {
+    ipam: IpamSource,
+    proxy: ProxyHandle,
+    admin: Option<Arc<Admin>>,
+    metrics: Arc<ProxyMetrics>,
+    current: Current,
+    generation: u64,
+}
+
+impl Reloader {
+    /// A reloader for a proxy serving `current`.
+    pub fn new(
+        ipam: IpamSource,
+        proxy: ProxyHandle,
+        admin: Option<Arc<Admin>>,
+        metrics: Arc<ProxyMetrics>,
+        current: Current,
+    ) -> Self {
+        Self {
+            ipam,
+            proxy,
+            admin,
+            metrics,
+            current,
+            generation: 0,
+        }
+    }
+
+    /// The configuration being served.
+    pub fn current(&self) -> &Current {
+        &self.current
+    }
+
+    /// Validates `config` and serves it, or leaves everything as it was and says why.
+    pub fn apply(&mut self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let result = self.try_apply(config);
+        let label = ResultLabels {
+            result: if result.is_ok() { "ok" } else { "error" },
+        };
+        self.metrics.config_reloads.get_or_create(&label).inc();
+        result
+    }
+
+    fn try_apply(&mut self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let pools = Pools::resolve(
+            &self.ipam.lb_cidrs,
+            self.ipam.env_lb_cidr.as_deref(),
+            &config,
+        )?;
+        // The running allocation is the starting point, so every object keeps its address.
+        let plan = ipam::allocate(&pools, &config, &self.current.plan.state());
+        for err in plan.errors.iter().flat_map(|e| e.errors()) {
+            tracing::error!("{}", error_chain(err));
+        }
+        let (model, _status) = GatewayModel::build(&config, &plan);
+        let listeners = model.listeners().count();
+        let ports = self.proxy.update(model)?;
+        if let Err(err) = plan.state().save(&self.ipam.state) {
+            tracing::warn!(
+                "{}; allocations will not be remembered across restarts",
+                error_chain(&err)
+            );
+        }
+        let old: Vec<_> = self.current.plan.vips().iter().map(|v| v.ip).collect();
+        let new: Vec<_> = plan.vips().iter().map(|v| v.ip).collect();
+        self.generation += 1;
+        let summary = ReloadSummary {
+            generation: self.generation,
+            ports,
+            vips_added: new.iter().filter(|ip| !old.contains(ip)).copied().collect(),
+            vips_removed: old.iter().filter(|ip| !new.contains(ip)).copied().collect(),
+            listeners,
+        };
+        if let Some(admin) = &self.admin {
+            admin.publish(&config, &plan, &self.proxy.model());
+        }
+        self.current = Current {
+            config,
+            pools,
+            plan,
+        };
+        Ok(summary)
+    }
+
+    /// Loads `paths` and applies them. Unless `force`, a configuration equal to the one
+    /// served is not applied again (`Ok(None)`): file watches fire for unrelated writes too.
+    pub fn reload_files(
+        &mut self,
+        paths: &[PathBuf],
+        force: bool,
+    ) -> Result<Option<ReloadSummary>, ReloadError> {
+        let config = match config::load(paths) {
+            Ok(config) => config,
+            Err(err) => {
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
+                return Err(err.into());
+            }
+        };
+        if !force && config == self.current.config {
+            tracing::debug!("configuration files touched but unchanged");
+            return Ok(None);
+        }
+        self.apply(config).map(Some)
+    }
+}
+
+/// Logs the outcome of a reload: one line either way.
+pub fn log_outcome(trigger: &str, outcome: &Result<Option<ReloadSummary>, ReloadError>) {
+    match outcome {
+        Ok(Some(s)) => tracing::info!(
+            trigger,
+            generation = s.generation,
+            listeners = s.listeners,
+            ports_added = ?s.ports.added,
+            ports_removed = ?s.ports.removed,
+            vips_added = ?s.vips_added,
+            vips_removed = ?s.vips_removed,
+            "configuration reloaded"
+        ),
+        Ok(None) => {}
+        Err(err) => tracing::error!(
+            trigger,
+            "configuration rejected, the previous one keeps serving: {err}"
+        ),
+    }
+}
+
+/// Watches the `--config` paths and reports changes, debounced.
+///
+/// Each directory given is watched (not recursively, as it is read); for each file its
+/// directory is watched, so that an editor's write-and-rename and a ConfigMap volume's
+/// `..data` symlink swap are seen as well as writes in place.
+pub struct FileWatch {
+    _debouncer: Debouncer<notify::RecommendedWatcher>,
+    changes: mpsc::UnboundedReceiver<()>,
+}
+
+impl FileWatch {
+    /// Starts watching; changes within `debounce` of each other are reported once.
+    pub fn start(paths: &[PathBuf], debounce: Duration) -> Result<Self, ReloadError> {
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
+            match result {
+                Ok(events) if !events.is_empty() => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!("configuration watch: {err}"),
+            }
+        })
+        .map_err(|source| ReloadError::Watch {
+            path: paths.first().cloned().unwrap_or_default(),
+            source,
+        })?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for path in paths {
+            let dir = if path.is_dir() {
+                path.clone()
+            } else {
+                match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                    _ => Path::new(".").to_owned(),
+                }
+            };
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        for dir in &dirs {
+            debouncer
+                .watcher()
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|source| ReloadError::Watch {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            _debouncer: debouncer,
+            changes,
+        })
+    }
+
+    /// The next change (pending ones coalesced).
+    pub async fn changed(&mut self) {
+        if self.changes.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+        while self.changes.try_recv().is_ok() {}
+    }
+}
