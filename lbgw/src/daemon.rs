@@ -140,7 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let announcer = Announcer::new(iface.ifindex, iface.mac)?;
     let mut ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
     announce_all(&announcer, &ips, &opts.vlans);
-    services.ready();
+    services.ready("");
 
     let mut signals = Signals::new()?;
     let mut announce_tick = interval(opts.announce_interval);
@@ -192,8 +192,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
     let (config, pools, plan) = allocate(opts)?;
     let mut services = start_services(opts, Current { config, pools, plan }).await?;
-    services.ready();
-    info!("lbgw ready (proxy only, no XDP)");
+    services.ready(" (proxy only, no XDP)");
     let mut signals = Signals::new()?;
     loop {
         tokio::select! {
@@ -281,11 +280,11 @@ struct Services {
 
 impl Services {
     /// `/readyz` answers 200 from now on.
-    fn ready(&self) {
+    fn ready(&self, note: &str) {
         if let Some(admin) = &self.admin {
             admin.set_ready(true);
         }
-        info!("lbgw ready");
+        info!("lbgw ready{note}");
     }
 
     async fn watch_changed(&mut self) {

@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 use crate::admin::Admin;
@@ -222,29 +221,32 @@ pub fn log_outcome(trigger: &str, outcome: &Result<Option<ReloadSummary>, Reload
 ///
 /// Each directory given is watched (not recursively, as it is read); for each file its
 /// directory is watched, so that an editor's write-and-rename and a ConfigMap volume's
-/// `..data` symlink swap are seen as well as writes in place.
+/// `..data` symlink swap are seen as well as writes in place. Access events (inotify
+/// `IN_OPEN`, `IN_CLOSE_NOWRITE`: lbgw reading the files itself) are ignored.
 pub struct FileWatch {
-    _debouncer: Debouncer<notify::RecommendedWatcher>,
+    _watcher: RecommendedWatcher,
     changes: mpsc::UnboundedReceiver<()>,
+    debounce: Duration,
 }
 
 impl FileWatch {
     /// Starts watching; changes within `debounce` of each other are reported once.
     pub fn start(paths: &[PathBuf], debounce: Duration) -> Result<Self, ReloadError> {
         let (tx, changes) = mpsc::unbounded_channel();
-        let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
-            match result {
-                Ok(events) if !events.is_empty() => {
-                    let _ = tx.send(());
+        let mut watcher =
+            notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+                match result {
+                    Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+                    Ok(_) => {
+                        let _ = tx.send(());
+                    }
+                    Err(err) => tracing::warn!("configuration watch: {err}"),
                 }
-                Ok(_) => {}
-                Err(err) => tracing::warn!("configuration watch: {err}"),
-            }
-        })
-        .map_err(|source| ReloadError::Watch {
-            path: paths.first().cloned().unwrap_or_default(),
-            source,
-        })?;
+            })
+            .map_err(|source| ReloadError::Watch {
+                path: paths.first().cloned().unwrap_or_default(),
+                source,
+            })?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for path in paths {
             let dir = if path.is_dir() {
@@ -260,8 +262,7 @@ impl FileWatch {
             }
         }
         for dir in &dirs {
-            debouncer
-                .watcher()
+            watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|source| ReloadError::Watch {
                     path: dir.clone(),
@@ -269,16 +270,23 @@ impl FileWatch {
                 })?;
         }
         Ok(Self {
-            _debouncer: debouncer,
+            _watcher: watcher,
             changes,
+            debounce,
         })
     }
 
-    /// The next change (pending ones coalesced).
+    /// The next change: waits for an event, then for `debounce` without further events
+    /// (a burst of writes is one change).
     pub async fn changed(&mut self) {
         if self.changes.recv().await.is_none() {
             std::future::pending::<()>().await;
         }
-        while self.changes.try_recv().is_ok() {}
+        loop {
+            match tokio::time::timeout(self.debounce, self.changes.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 }
