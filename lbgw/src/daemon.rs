@@ -107,7 +107,15 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let iface = Interface::by_name(iface_name)?;
 
     let (config, pools, plan) = allocate(&opts)?;
-    let mut services = start_services(&opts, Current { config, pools, plan }).await?;
+    let mut services = start_services(
+        &opts,
+        Current {
+            config,
+            pools,
+            plan,
+        },
+    )
+    .await?;
     let current = services.reloader.current();
     let vips = vip_entries(&current.plan);
 
@@ -170,12 +178,22 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                 true,
             );
             let mut dp = lock(&dataplane);
-            if let Err(err) = dp.sync_vips(&vips).and_then(|()| dp.set_steering(&steering)) {
-                error!("updating the XDP maps after a reload: {}", error_chain(&err));
+            if let Err(err) = dp
+                .sync_vips(&vips)
+                .and_then(|()| dp.set_steering(&steering))
+            {
+                error!(
+                    "updating the XDP maps after a reload: {}",
+                    error_chain(&err)
+                );
             }
             drop(dp);
             let new_ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
-            let fresh: Vec<IpAddr> = new_ips.iter().filter(|ip| !ips.contains(ip)).copied().collect();
+            let fresh: Vec<IpAddr> = new_ips
+                .iter()
+                .filter(|ip| !ips.contains(ip))
+                .copied()
+                .collect();
             announce_all(&announcer, &fresh, &opts.vlans);
             ips = new_ips;
         }
@@ -191,7 +209,15 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 /// `lbgw run --no-xdp`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
     let (config, pools, plan) = allocate(opts)?;
-    let mut services = start_services(opts, Current { config, pools, plan }).await?;
+    let mut services = start_services(
+        opts,
+        Current {
+            config,
+            pools,
+            plan,
+        },
+    )
+    .await?;
     services.ready(" (proxy only, no XDP)");
     let mut signals = Signals::new()?;
     loop {

@@ -233,20 +233,19 @@ impl FileWatch {
     /// Starts watching; changes within `debounce` of each other are reported once.
     pub fn start(paths: &[PathBuf], debounce: Duration) -> Result<Self, ReloadError> {
         let (tx, changes) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
-                match result {
-                    Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-                    Ok(_) => {
-                        let _ = tx.send(());
-                    }
-                    Err(err) => tracing::warn!("configuration watch: {err}"),
+        let mut watcher = notify::recommended_watcher(
+            move |result: notify::Result<notify::Event>| match result {
+                Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+                Ok(_) => {
+                    let _ = tx.send(());
                 }
-            })
-            .map_err(|source| ReloadError::Watch {
-                path: paths.first().cloned().unwrap_or_default(),
-                source,
-            })?;
+                Err(err) => tracing::warn!("configuration watch: {err}"),
+            },
+        )
+        .map_err(|source| ReloadError::Watch {
+            path: paths.first().cloned().unwrap_or_default(),
+            source,
+        })?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for path in paths {
             let dir = if path.is_dir() {

@@ -270,10 +270,16 @@ async fn twenty_reloads_under_load_drop_nothing() {
     for generation in 1..=20 {
         // Odd generations add a listener port, even ones remove it again.
         let extra_port = (generation % 2 == 1).then_some(extra);
-        lb.write_config(&reload_yaml(port, extra_port, app.addr, ws_addr, generation));
+        lb.write_config(&reload_yaml(
+            port, extra_port, app.addr, ws_addr, generation,
+        ));
         lb.lbgw.signal(libc::SIGHUP);
-        lb.wait_count("configuration reloaded", generation, Duration::from_secs(10))
-            .await;
+        lb.wait_count(
+            "configuration reloaded",
+            generation,
+            Duration::from_secs(10),
+        )
+        .await;
 
         // New requests see the new configuration, also on kept-alive connections.
         let got = get(addr, "example.com", "/").await;
@@ -348,7 +354,10 @@ async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
         .find(|l| l.contains("configuration rejected"))
         .unwrap();
     assert!(line.contains("gw.yaml"), "the line names the file: {line}");
-    assert!(line.contains("HTTPRoute default/r"), "and the object: {line}");
+    assert!(
+        line.contains("HTTPRoute default/r"),
+        "and the object: {line}"
+    );
     assert!(line.contains("port"), "and the field: {line}");
     let got = get(addr, "example.com", "/").await;
     assert_eq!(got.status, StatusCode::OK);
@@ -426,21 +435,27 @@ async fn admin_metrics_access_log_outliers_and_drain() {
 
     let (_, metrics) = lb.admin_get("/metrics").await;
     let has = |needle: &str| assert!(metrics.contains(needle), "{needle}\n{metrics}");
-    has(
-        "lbgw_http_requests_total{route=\"default/r\",backend=\"default/app:80\",code=\"5xx\"} 2",
-    );
+    has("lbgw_http_requests_total{route=\"default/r\",backend=\"default/app:80\",code=\"5xx\"} 2");
     has("lbgw_http_requests_total{route=\"default/r\",backend=\"default/app:80\",code=\"2xx\"} 68");
-    has("lbgw_http_time_to_first_byte_seconds_count{route=\"default/r\",backend=\"default/app:80\"} 70");
+    has(
+        "lbgw_http_time_to_first_byte_seconds_count{route=\"default/r\",backend=\"default/app:80\"} 70",
+    );
     has("lbgw_http_request_duration_seconds_bucket{");
     has(&format!(
         "lbgw_upstream_connect_errors_total{{endpoint=\"{dead}\"}} 2"
     ));
-    has(&format!("lbgw_upstream_ejections_total{{endpoint=\"{dead}\"}} 1"));
+    has(&format!(
+        "lbgw_upstream_ejections_total{{endpoint=\"{dead}\"}} 1"
+    ));
     has("lbgw_upstream_ejected 1");
     has("lbgw_connections_total ");
     has("# TYPE lbgw_active_connections gauge");
-    lb.wait_count("endpoint ejected after consecutive failures", 1, Duration::from_secs(1))
-        .await;
+    lb.wait_count(
+        "endpoint ejected after consecutive failures",
+        1,
+        Duration::from_secs(1),
+    )
+    .await;
 
     // /config: the effective objects, the Secret's key material redacted.
     let (code, config) = lb.admin_get("/config").await;
@@ -487,8 +502,9 @@ async fn admin_metrics_access_log_outliers_and_drain() {
         assert!(line.contains(field), "{field} in {line}");
     }
     assert!(
-        log.lines()
-            .any(|l| l.starts_with("access ") && l.contains("status=200") && l.contains("bytes_out=3")),
+        log.lines().any(|l| l.starts_with("access ")
+            && l.contains("status=200")
+            && l.contains("bytes_out=3")),
         "{log}"
     );
 
@@ -610,7 +626,10 @@ async fn slowloris_oversized_heads_and_idle_connections_are_cut_off() {
     }
     let (elapsed, cut) = trickle.await.unwrap();
     assert!(cut, "the slow client was not cut off ({elapsed:?})");
-    assert!(elapsed < Duration::from_secs(5), "cut off after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "cut off after {elapsed:?}"
+    );
 
     // Too many header fields: 431.
     let mut req = Request::get(format!("http://{addr}/")).header("host", "example.com");
@@ -618,7 +637,10 @@ async fn slowloris_oversized_heads_and_idle_connections_are_cut_off() {
         req = req.header(format!("x-h{i}"), "v");
     }
     let response = client().request(req.body(empty()).unwrap()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
 
     // An idle HTTP/1.1 keep-alive connection is closed (by the header read timeout, which
     // also runs while hyper waits for the next request)...
@@ -722,7 +744,9 @@ async fn h2_rapid_reset_client_is_disconnected_while_others_are_served() {
                 Ok(h2) => h2,
                 Err(_) => break,
             };
-            let req = Request::get(format!("http://{addr}/slow")).body(()).unwrap();
+            let req = Request::get(format!("http://{addr}/slow"))
+                .body(())
+                .unwrap();
             let Ok((response, mut stream)) = h2.send_request(req, true) else {
                 break;
             };

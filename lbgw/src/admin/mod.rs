@@ -219,7 +219,10 @@ impl Admin {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         {
-            let mut since = self.vip_since.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut since = self
+                .vip_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             since.retain(|ip, _| status.vips.iter().any(|v| v.ip == *ip));
             for vip in &mut status.vips {
                 vip.since_unix = *since.entry(vip.ip).or_insert(now);

@@ -220,7 +220,11 @@ pub fn status(
                 });
             }
             RouteStatus {
-                route: route.id.to_string().trim_start_matches("HTTPRoute ").to_owned(),
+                route: route
+                    .id
+                    .to_string()
+                    .trim_start_matches("HTTPRoute ")
+                    .to_owned(),
                 backends: backends.into_values().collect(),
             }
         })
@@ -293,7 +297,11 @@ pub fn render(status: &Status) -> String {
         }
         for b in &r.backends {
             if b.endpoints.is_empty() {
-                let _ = writeln!(out, "{:<32} {:<32} {:<24} {}", r.route, b.backend, "-", b.state);
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:<32} {:<24} {}",
+                    r.route, b.backend, "-", b.state
+                );
             }
             for e in &b.endpoints {
                 let _ = writeln!(

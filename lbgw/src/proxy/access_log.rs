@@ -254,8 +254,8 @@ mod tests {
              endpoint=127.0.0.1:8080 status=502 bytes_in=0 bytes_out=16 duration_ms=1.500 \
              ttfb_ms=- failure=\"connecting to 127.0.0.1:8080\""
         );
-        let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&entry).unwrap())
-            .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&entry).unwrap()).unwrap();
         assert_eq!(json["status"], 502);
         assert_eq!(json["endpoint"], "127.0.0.1:8080");
     }

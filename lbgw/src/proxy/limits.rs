@@ -140,9 +140,7 @@ impl ConnState {
     pub async fn close_signal(&self, idle: Duration) -> CloseReason {
         let abuse = self.abuse.notified();
         tokio::pin!(abuse);
-        let idle_deadline = |since_ms: u64| {
-            self.start + Duration::from_millis(since_ms) + idle
-        };
+        let idle_deadline = |since_ms: u64| self.start + Duration::from_millis(since_ms) + idle;
         let mut deadline = idle_deadline(self.idle_since_ms.load(Ordering::Acquire));
         loop {
             tokio::select! {
@@ -174,7 +172,10 @@ mod tests {
         state.stream_started();
         let idle = Duration::from_secs(5);
         let fired = tokio::time::timeout(Duration::from_secs(30), state.close_signal(idle)).await;
-        assert!(fired.is_err(), "a connection with a request in progress is not idle");
+        assert!(
+            fired.is_err(),
+            "a connection with a request in progress is not idle"
+        );
         state.stream_ended(false);
         let fired = tokio::time::timeout(Duration::from_secs(30), state.close_signal(idle)).await;
         assert_eq!(fired.unwrap(), CloseReason::Idle);

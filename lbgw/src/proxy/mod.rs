@@ -200,15 +200,13 @@ impl Listeners {
     fn bind_port(&self, port: u16) -> Result<Bound, ProxyError> {
         let bind_port = if self.ephemeral_ports { 0 } else { port };
         let socket = listener::bind(self.bind, bind_port)?;
-        let addr = socket
-            .local_addr()
-            .map_err(|source| ProxyError::Bind {
-                addr: SocketAddr::new(
-                    self.bind.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()),
-                    bind_port,
-                ),
-                source,
-            })?;
+        let addr = socket.local_addr().map_err(|source| ProxyError::Bind {
+            addr: SocketAddr::new(
+                self.bind.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()),
+                bind_port,
+            ),
+            source,
+        })?;
         tracing::info!(gateway_port = port, "proxy listening on {addr}");
         let task = tokio::spawn(listener::accept_loop(socket, port, self.tx.clone()));
         Ok(Bound { addr, task })
@@ -233,7 +231,11 @@ impl Listeners {
             .collect();
         for port in &removed {
             if let Some(b) = bound.remove(port) {
-                tracing::info!(gateway_port = port, "proxy no longer listening on {}", b.addr);
+                tracing::info!(
+                    gateway_port = port,
+                    "proxy no longer listening on {}",
+                    b.addr
+                );
             }
         }
         let changes = PortChanges {

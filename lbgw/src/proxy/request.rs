@@ -26,12 +26,12 @@ use hyper::body::{Body as _, Incoming};
 use super::body::{self, ProxyBody};
 use super::error::{ProxyError, Side};
 use super::exchange::Exchange;
-use super::limits::ConnState;
-use super::metrics::EndpointLabels;
-use super::outlier::Outcome;
 use super::filters::{Applied, FilterRequest};
 use super::headers::{self, Forwarded};
+use super::limits::ConnState;
+use super::metrics::EndpointLabels;
 use super::mirror::{self, MirrorRequest};
+use super::outlier::Outcome;
 use super::retry::{self, RetryPolicy};
 use super::upgrade;
 use super::{Conn, Shared, tls};
@@ -138,7 +138,11 @@ async fn proxy(
         "{}/{}:{}",
         backend.backend.namespace,
         backend.backend.name,
-        backend.backend.port.map(|p| p.to_string()).unwrap_or_default()
+        backend
+            .backend
+            .port
+            .map(|p| p.to_string())
+            .unwrap_or_default()
     );
     let resolved = resolve(conn, &m, &backend.backend)?;
 
@@ -195,8 +199,9 @@ async fn proxy(
             let send = shared
                 .upstreams
                 .send(endpoint, resolved_ref.protocol, host_ref, request);
-            let result = with_timeout(backend_timeout, send, |after| {
-                ProxyError::BackendTimeout { endpoint, after }
+            let result = with_timeout(backend_timeout, send, |after| ProxyError::BackendTimeout {
+                endpoint,
+                after,
             })
             .await;
             observe_attempt(shared, endpoint, &result);

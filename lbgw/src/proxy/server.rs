@@ -166,12 +166,8 @@ async fn starts_with_tls(stream: &TcpStream) -> Option<bool> {
 /// Serves HTTP on `io` until the client closes, the connection idles out or misbehaves, or
 /// the proxy drains (then gracefully: HTTP/1.1 closes after the response in progress, HTTP/2
 /// sends GOAWAY and finishes its streams).
-async fn serve_http<IO>(
-    shared: &Arc<Shared>,
-    conn: Conn,
-    io: IO,
-    mut drain: watch::Receiver<bool>,
-) where
+async fn serve_http<IO>(shared: &Arc<Shared>, conn: Conn, io: IO, mut drain: watch::Receiver<bool>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;

@@ -112,7 +112,10 @@ pub fn failure_reason(err: &ProxyError) -> &'static str {
             if source.kind() == std::io::ErrorKind::UnexpectedEof {
                 return "eof";
             }
-            match source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            match source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+            {
                 Some(rustls::Error::AlertReceived(_)) => "alert_received",
                 Some(rustls::Error::NoApplicationProtocol) => "no_application_protocol",
                 Some(rustls::Error::PeerIncompatible(_)) => "peer_incompatible",
