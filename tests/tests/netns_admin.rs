@@ -66,7 +66,13 @@ fn xdp_counters_in_metrics_and_vips_follow_reloads() {
         .arg(&config)
         .args(["--lb-cidr", "192.0.2.16/28", "--state"])
         .arg(dir.path().join("ipam.json"))
-        .args(["--admin", "127.0.0.1:0", "--no-watch", "--announce-interval", "0"]);
+        .args([
+            "--admin",
+            "127.0.0.1:0",
+            "--no-watch",
+            "--announce-interval",
+            "0",
+        ]);
     let mut lbgw = Lbgw::spawn(cmd);
     lbgw.wait_for("lbgw ready", Duration::from_secs(60));
     let log = lbgw.log();
@@ -82,7 +88,10 @@ fn xdp_counters_in_metrics_and_vips_follow_reloads() {
 
     assert!(arping(&client, "192.0.2.20"), "{}", lbgw.log());
     let (_, metrics) = curl(&node, &format!("{admin}/metrics"));
-    let arp = sample(&metrics, "lbgw_xdp_vip_arp_replies_total{vip=\"192.0.2.20\"}");
+    let arp = sample(
+        &metrics,
+        "lbgw_xdp_vip_arp_replies_total{vip=\"192.0.2.20\"}",
+    );
     assert!(arp.is_some_and(|n| n >= 1), "{metrics}");
     let replied = sample(&metrics, "lbgw_xdp_events_total{counter=\"arp_replied\"}");
     assert!(replied.is_some_and(|n| n >= 1), "{metrics}");

@@ -781,3 +781,220 @@ async fn h2_rapid_reset_client_is_disconnected_while_others_are_served() {
         "{metrics}"
     );
 }
+
+/// Runs curl for `https://example.com:<port>/` against 127.0.0.1 trusting `ca`; its exit
+/// status and output.
+async fn curl_https(port: u16, ca: &std::path::Path) -> (bool, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("example.com:{port}:127.0.0.1")])
+        .arg(format!("https://example.com:{port}/"))
+        .output()
+        .await
+        .expect("curl (Debian package curl) must be installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificate_serves_new_handshakes_and_tls_failures_are_counted() {
+    let app = app_backend().await;
+    let port = free_port();
+    let yaml = |cert: &Certificate| {
+        let listener = format!(
+            "{{name: https, port: {port}, protocol: HTTPS, hostname: example.com, \
+             tls: {{certificateRefs: [{{name: cert}}]}}}}"
+        );
+        [
+            gateway("gw", &[&listener]),
+            service("app", &[app.addr], None),
+            format!("{ROUTE_HEAD}  - backendRefs: [{{name: app, port: 80}}]\n"),
+            tls_secret("cert", cert),
+        ]
+        .join("\n---\n")
+    };
+    let (old, new) = (
+        Certificate::self_signed(&["example.com"]),
+        Certificate::self_signed(&["example.com"]),
+    );
+    let lb = Running::start(&yaml(&old), &["--no-watch", "--access-log", "off"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (
+        old.write(dir.path(), "old.pem"),
+        new.write(dir.path(), "new.pem"),
+    );
+    let (ok, out) = curl_https(port, &old_ca).await;
+    assert!(ok, "{out}");
+    assert_eq!(out, "app");
+
+    // A connection made with the old certificate stays usable across the rotation.
+    let tcp = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+    // The test certificates are their own CA, which webpki refuses as a server
+    // certificate; the client pins the old certificate instead.
+    let pinned = rustls_pemfile_certs(&old.cert_pem).remove(0);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            cert: pinned,
+            provider,
+        }))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
+    let mut kept = connector
+        .connect("example.com".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS with the old certificate");
+
+    lb.write_config(&yaml(&new));
+    lb.lbgw.signal(libc::SIGHUP);
+    lb.wait_count("configuration reloaded", 1, Duration::from_secs(10))
+        .await;
+    let (ok, out) = curl_https(port, &new_ca).await;
+    assert!(ok, "new handshakes present the new certificate: {out}");
+    let (ok, _) = curl_https(port, &old_ca).await;
+    assert!(!ok, "the old certificate is no longer presented");
+
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), kept.read_to_string(&mut response))
+        .await
+        .expect("answer within 5 s")
+        .ok();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let (_, metrics) = lb.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("lbgw_tls_handshake_failures_total{reason=\"alert_received\"} 1"),
+        "the client that rejected the old certificate: {metrics}"
+    );
+}
+
+/// Accepts exactly one server certificate (signatures still verified).
+#[derive(Debug)]
+struct Pinned {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("not the pinned certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The certificates of a PEM bundle.
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.expect("PEM certificate"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_the_others_served() {
+    let app = app_backend().await;
+    let port = free_port();
+    let lb = Running::start(
+        &metrics_yaml(port, &[app.addr], ""),
+        &["--max-connections", "2", "--access-log", "off"],
+    )
+    .await;
+    let addr = local(port);
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Both are accepted before the third arrives.
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5)).await,
+        "the third connection is closed"
+    );
+    drop(first);
+    // A slot is free again once the first connection is gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let req = Request::get(format!("http://{addr}/"))
+            .header("host", "example.com")
+            .body(empty())
+            .unwrap();
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), client().request(req)).await
+            && r.status() == StatusCode::OK
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, metrics) = lb.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("lbgw_connections_closed_total{reason=\"connection_limit\"}"),
+        "{metrics}"
+    );
+    drop(second);
+}
