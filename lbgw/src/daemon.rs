@@ -167,35 +167,13 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             }
         };
         if reloaded {
-            // The XDP side of a reload: the VIP set and the served ports.
-            let current = services.reloader.current();
-            let vips = vip_entries(&current.plan);
-            let steering = crate::dataplane::served::steering(
-                &current.config,
-                &current.plan,
-                &current.pools,
-                !opts.no_early_drop,
-                true,
+            ips = sync_xdp(
+                &dataplane,
+                services.reloader.current(),
+                &opts,
+                &announcer,
+                &ips,
             );
-            let mut dp = lock(&dataplane);
-            if let Err(err) = dp
-                .sync_vips(&vips)
-                .and_then(|()| dp.set_steering(&steering))
-            {
-                error!(
-                    "updating the XDP maps after a reload: {}",
-                    error_chain(&err)
-                );
-            }
-            drop(dp);
-            let new_ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
-            let fresh: Vec<IpAddr> = new_ips
-                .iter()
-                .filter(|ip| !ips.contains(ip))
-                .copied()
-                .collect();
-            announce_all(&announcer, &fresh, &opts.vlans);
-            ips = new_ips;
         }
     }
     services.stop().await;
@@ -230,6 +208,44 @@ async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
     }
     services.stop().await;
     Ok(())
+}
+
+/// The XDP side of a reload: the VIP set and the served ports follow the applied
+/// configuration, and new VIPs are announced at once. Returns the announced VIPs.
+fn sync_xdp(
+    dataplane: &Mutex<Dataplane>,
+    current: &Current,
+    opts: &RunOptions,
+    announcer: &Announcer,
+    announced: &[IpAddr],
+) -> Vec<IpAddr> {
+    let vips = vip_entries(&current.plan);
+    let steering = crate::dataplane::served::steering(
+        &current.config,
+        &current.plan,
+        &current.pools,
+        !opts.no_early_drop,
+        true,
+    );
+    let mut dp = lock(dataplane);
+    if let Err(err) = dp
+        .sync_vips(&vips)
+        .and_then(|()| dp.set_steering(&steering))
+    {
+        error!(
+            "updating the XDP maps after a reload: {}",
+            error_chain(&err)
+        );
+    }
+    drop(dp);
+    let ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
+    let fresh: Vec<IpAddr> = ips
+        .iter()
+        .filter(|ip| !announced.contains(ip))
+        .copied()
+        .collect();
+    announce_all(announcer, &fresh, &opts.vlans);
+    ips
 }
 
 /// The VIPs as the XDP program takes them.

@@ -289,3 +289,94 @@ impl FileWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{Proxy, ProxyOptions};
+    use arc_swap::ArcSwap;
+
+    const POOL: &str = "192.0.2.0/24";
+
+    fn gateway(ports: &[u16]) -> Config {
+        let listeners: String = ports
+            .iter()
+            .map(|p| format!("  - {{name: l{p}, port: {p}, protocol: HTTP}}\n"))
+            .collect();
+        let yaml = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: gw, namespace: default}}\n\
+             spec:\n  gatewayClassName: lbgw\n  listeners:\n{listeners}"
+        );
+        Config::from_yaml("test.yaml", &yaml).expect("valid YAML")
+    }
+
+    fn reloader(dir: &Path, lb_cidrs: Vec<String>, config: Config) -> Reloader {
+        let pools = Pools::resolve(&[POOL.to_owned()], None, &config).unwrap();
+        let plan = ipam::allocate(&pools, &config, &ipam::State::new(Vec::new()));
+        let (model, _) = GatewayModel::build(&config, &plan);
+        let opts = ProxyOptions {
+            bind: Some([127, 0, 0, 1].into()),
+            ephemeral_ports: true,
+            ..ProxyOptions::default()
+        };
+        let proxy = Proxy::bind(Arc::new(ArcSwap::from_pointee(model)), &opts).unwrap();
+        let handle = proxy.handle();
+        // Accepting is not needed: the test looks at sockets and the model only.
+        std::mem::forget(proxy);
+        Reloader::new(
+            IpamSource {
+                lb_cidrs,
+                env_lb_cidr: None,
+                state: dir.join("ipam.json"),
+            },
+            handle,
+            None,
+            Arc::default(),
+            Current {
+                config,
+                pools,
+                plan,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn ports_are_bound_and_closed_and_vips_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = reloader(dir.path(), vec![POOL.to_owned()], gateway(&[8080]));
+        let vip = r.current().plan.vips()[0].ip;
+        let before = r.proxy.local_addrs();
+        let summary = r.apply(gateway(&[8080, 8081])).unwrap();
+        assert_eq!(summary.ports.added, vec![8081]);
+        assert!(summary.ports.removed.is_empty());
+        let after = r.proxy.local_addrs();
+        assert_eq!(after.len(), 2);
+        // The unchanged port kept its socket.
+        assert_eq!(after[0], before[0]);
+        let summary = r.apply(gateway(&[8081])).unwrap();
+        assert_eq!(summary.ports.removed, vec![8080]);
+        assert_eq!(r.proxy.model().ports.len(), 1);
+        assert_eq!(
+            r.current().plan.vips()[0].ip,
+            vip,
+            "the Gateway keeps its VIP"
+        );
+        assert_eq!(summary.generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_configuration_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pool that does not parse: the new configuration cannot be allocated.
+        let mut r = reloader(dir.path(), vec!["not-a-cidr".to_owned()], gateway(&[8080]));
+        let err = r.apply(gateway(&[8080, 8081])).unwrap_err();
+        assert!(matches!(err, ReloadError::Ipam(_)), "{err}");
+        assert_eq!(r.proxy.local_addrs().len(), 1);
+        assert_eq!(r.proxy.model().ports.len(), 1);
+        let err = r
+            .reload_files(&[dir.path().join("missing.yaml")], true)
+            .unwrap_err();
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
+    }
+}
