@@ -9,6 +9,8 @@
 //! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace;
 //! - [`l4`]: L4 LoadBalancer Services: Maglev tables for the XDP forwarder;
 //! - [`proxy`]: the HTTP/HTTPS proxy serving Gateways and HTTPRoutes;
+//! - [`reload`]: hot reload of a new configuration snapshot;
+//! - [`admin`]: the admin endpoint (metrics, health, config, status);
 //! - [`daemon`]: `lbgw run`, tying the above together.
 pub mod admin;
 pub mod announce;

@@ -8,7 +8,15 @@
 //! - `headers`: hop-by-hop fields, `X-Forwarded-*`, `Via`;
 //! - `upstream`: pooled HTTP/1.1 and h2c connections to endpoints;
 //! - `mirror`: RequestMirror copies; `upgrade`: WebSocket tunnels;
-//! - `error`: what goes wrong, on which side, and the status the client gets.
+//! - `error`: what goes wrong, on which side, and the status the client gets;
+//! - [`limits`]: connection limit, header size/count and read timeout, idle timeout, HTTP/2
+//!   stream limits and rapid-reset (CVE-2023-44487) defence;
+//! - [`outlier`]: passive outlier detection, which endpoints requests may go to;
+//! - `exchange`: one request as observed, finished when its response body is sent: the
+//!   [`metrics`] and the `access_log` line.
+//!
+//! The model is swapped whole on reload ([`ProxyHandle::update`]): listener ports are bound
+//! and closed to match, open connections pick up the new model at their next request.
 //!
 //! Hygiene lbgw applies to every forwarded request: hop-by-hop fields removed (RFC 9110
 //! §7.6.1), `X-Forwarded-For` appended with the client address, `X-Forwarded-Proto` and
