@@ -5,13 +5,24 @@
 //! Beside the XDP data plane it serves the Gateway API proxy ([`crate::proxy`]) for the
 //! configuration's Gateways and HTTPRoutes. With `--no-xdp` it runs the proxy alone: no
 //! interface, no XDP program, no announcements, no privileges beyond binding the ports.
+//!
+//! While running: SIGHUP or a change of the `--config` files reloads the configuration
+//! ([`crate::reload`]); `--admin` serves metrics, health and status ([`crate::admin`]);
+//! SIGTERM/SIGINT stop accepting and drain in-flight requests for up to `--drain-timeout`.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
+    admin::{Admin, AdminError, DataplaneCounters, DataplaneStats, VipCounterValues},
     announce::{AnnounceError, Announcer},
     config::{self, ConfigError, error_chain},
     dataplane::{
@@ -24,11 +35,12 @@ use crate::{
     },
     gateway::GatewayModel,
     ipam::{self, IpamError, Plan, Pools, State},
-    proxy::{Proxy, ProxyError, ProxyOptions},
+    proxy::{
+        AccessLog, AccessLogFormat, Limits, OutlierOptions, Proxy, ProxyError, ProxyHandle,
+        ProxyMetrics, ProxyOptions,
+    },
+    reload::{self, Current, FileWatch, IpamSource, ReloadError, Reloader},
 };
-
-/// How long in-flight proxy requests may go on after SIGINT/SIGTERM.
-const PROXY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `lbgw run` was asked to do.
 #[derive(Clone, Debug)]
@@ -50,9 +62,22 @@ pub struct RunOptions {
     /// Pass traffic to unallocated pool addresses and unserved VIP ports to the kernel instead
     /// of dropping it in XDP.
     pub no_early_drop: bool,
-    /// Address the proxy binds its listener ports on. `None`: with XDP, an ephemeral port on
-    /// loopback per Gateway port, reached through `sk_lookup`; without, every address.
+    /// Address the proxy binds its listener ports on; `None` for all addresses.
     pub bind: Option<IpAddr>,
+    /// The admin endpoint's address (`--admin`); `None` for none.
+    pub admin: Option<SocketAddr>,
+    /// How long in-flight proxy requests may go on after SIGINT/SIGTERM.
+    pub drain_timeout: Duration,
+    /// Access log format.
+    pub access_log: AccessLogFormat,
+    /// Connection, header and HTTP/2 limits of the proxy.
+    pub limits: Limits,
+    /// Passive outlier detection.
+    pub outlier: OutlierOptions,
+    /// Reload when the `--config` files change (SIGHUP always reloads).
+    pub watch: bool,
+    /// Changes to the files within this long are applied as one reload.
+    pub watch_debounce: Duration,
     /// This node's name, for `externalTrafficPolicy: Local` (EndpointSlice `nodeName`).
     pub node_name: Option<String>,
     /// L4 source NAT port range: first port and count.
@@ -81,6 +106,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+    #[error(transparent)]
     Host(#[from] HostError),
 }
 
@@ -93,89 +122,126 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let iface = Interface::by_name(iface_name)?;
 
     let (config, pools, plan) = allocate(&opts)?;
-    // Without --bind, the proxy listens on loopback only, one ephemeral port per Gateway
-    // port; the sk_lookup program hands it the connections to its VIPs.
+    // Without --bind, the proxy listens on loopback only, on ephemeral ports, and the
+    // sk_lookup program hands it the connections to its VIPs.
     let steered = opts.bind.is_none();
-    let proxy = bind_proxy(&config, &plan, opts.bind, steered)?;
-    let proxy_ports: BTreeSet<u16> = proxy.local_addrs().iter().map(|(p, _)| *p).collect();
-    let vips: Vec<VipEntry> = plan
-        .vips()
-        .iter()
-        .map(|v| VipEntry {
-            ip: v.ip,
-            announce: true,
-        })
-        .collect();
+    let mut services = start_services(
+        &opts,
+        Current {
+            config,
+            pools,
+            plan,
+        },
+        steered,
+    )
+    .await?;
 
     let mut dataplane = Dataplane::load_with(object::bytes(), &opts.pinning)?;
     dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
     for &vlan in &opts.vlans {
         dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
     }
-    dataplane.sync_vips(&vips)?;
-    let frontends = crate::l4::frontends(&config, &plan, opts.node_name.as_deref());
-    dataplane.set_l4(&frontends)?;
-    let steering = served::steering(
-        &config,
-        &plan,
-        &pools,
-        &SteeringOptions {
-            early_drop: !opts.no_early_drop,
-            echo: true,
-            proxy_ports: Some(proxy_ports),
-            snat_ports: opts.snat_ports,
-        },
-    );
-    dataplane.set_steering(&steering)?;
-    dataplane.steer_to_proxy(&proxy.listener_fds())?;
-    dataplane.attach_sk_lookup()?;
-    let proxy = proxy.spawn();
+    let synced = sync_maps(
+        &mut dataplane,
+        services.reloader.current(),
+        &services.handle,
+        &opts,
+        steered,
+    )?;
+    if steered {
+        dataplane.attach_sk_lookup()?;
+    }
     let mode = dataplane.attach(&iface, opts.xdp_mode)?;
     dataplane.remove_stale_pins();
     info!(
         iface = %iface.name,
         mac = %sys::format_mac(&iface.mac),
         %mode,
-        vips = vips.len(),
-        l4_frontends = frontends.len(),
+        vips = synced.vips.len(),
+        l4_frontends = synced.l4_frontends,
         "XDP program attached; answering ARP/NDP for the VIPs"
     );
     // Local routes only once XDP drops ARP for VIPs other nodes own: with a local route the
     // kernel would answer for them.
     let mut host = Host::new()?;
-    let local = served::proxied_vips(&steering);
-    if let Err(err) = host.set_local_routes(&local).await {
-        dataplane.detach_all();
+    if let Err(err) = sync_host(&mut host, &synced, &iface.name).await {
+        if !dataplane.is_pinned() {
+            dataplane.detach_all();
+        }
         return Err(err.into());
     }
-    if !local.is_empty() && steered {
-        info!(
-            vips = local.len(),
-            "proxied VIPs routed locally and steered to the proxy by sk_lookup"
-        );
+    let backends = dataplane.l4_backend_ips();
+    host.resolve_neighbours(&backends).await;
+    let dataplane = Arc::new(Mutex::new(dataplane));
+    if let Some(admin) = &services.admin {
+        admin.set_dataplane(Arc::new(XdpStats(Arc::clone(&dataplane))));
     }
-    host.resolve_neighbours(&dataplane.l4_backend_ips()).await;
-    warn_forwarding_off(&iface.name, &frontends);
 
     let announcer = Announcer::new(iface.ifindex, iface.mac)?;
-    let ips: Vec<IpAddr> = vips.iter().filter(|v| v.announce).map(|v| v.ip).collect();
+    let mut ips: Vec<IpAddr> = synced
+        .vips
+        .iter()
+        .filter(|v| v.announce)
+        .map(|v| v.ip)
+        .collect();
     announce_all(&announcer, &ips, &opts.vlans);
-    info!("lbgw ready");
+    services.ready("");
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut signals = Signals::new()?;
     let mut announce_tick = interval(opts.announce_interval);
     let mut stats_tick = interval(opts.stats_interval);
     let mut last_stats = None;
     loop {
-        tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = announce_tick.tick() => announce_all(&announcer, &ips, &opts.vlans),
-            _ = stats_tick.tick() => log_counters(&dataplane, &mut last_stats, false),
+        let reloaded = tokio::select! {
+            _ = signals.int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = signals.term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = signals.hup.recv() => services.reload(&opts, "SIGHUP", true),
+            () = services.watch_changed() => services.reload(&opts, "file change", false),
+            _ = announce_tick.tick() => { announce_all(&announcer, &ips, &opts.vlans); false }
+            _ = stats_tick.tick() => {
+                log_counters(&lock(&dataplane), &mut last_stats, false);
+                false
+            }
+        };
+        if reloaded {
+            // The XDP side of a reload: VIPs, L4 rings, served ports, proxy sockets, routes.
+            let synced = sync_maps(
+                &mut lock(&dataplane),
+                services.reloader.current(),
+                &services.handle,
+                &opts,
+                steered,
+            );
+            match synced {
+                Ok(synced) => {
+                    if let Err(err) = sync_host(&mut host, &synced, &iface.name).await {
+                        error!(
+                            "updating local routes after a reload: {}",
+                            error_chain(&err)
+                        );
+                    }
+                    let backends = lock(&dataplane).l4_backend_ips();
+                    host.resolve_neighbours(&backends).await;
+                    let new: Vec<IpAddr> = synced
+                        .vips
+                        .iter()
+                        .filter(|v| v.announce)
+                        .map(|v| v.ip)
+                        .collect();
+                    let fresh: Vec<IpAddr> =
+                        new.iter().filter(|ip| !ips.contains(ip)).copied().collect();
+                    announce_all(&announcer, &fresh, &opts.vlans);
+                    ips = new;
+                }
+                Err(err) => error!(
+                    "updating the XDP maps after a reload: {}",
+                    error_chain(&err)
+                ),
+            }
         }
     }
-    proxy.stop().await;
+    services.stop().await;
+    let mut dataplane = lock(&dataplane);
     log_counters(&dataplane, &mut last_stats, true);
     if dataplane.is_pinned() {
         info!(
@@ -194,17 +260,234 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
 /// `lbgw run --no-xdp`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
-    let (config, _pools, plan) = allocate(opts)?;
-    let proxy = bind_proxy(&config, &plan, opts.bind, false)?.spawn();
-    info!("lbgw ready (proxy only, no XDP)");
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = sigint.recv() => info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+    let (config, pools, plan) = allocate(opts)?;
+    let mut services = start_services(
+        opts,
+        Current {
+            config,
+            pools,
+            plan,
+        },
+        false,
+    )
+    .await?;
+    services.ready(" (proxy only, no XDP)");
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            _ = signals.int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = signals.term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = signals.hup.recv() => { services.reload(opts, "SIGHUP", true); }
+            () = services.watch_changed() => { services.reload(opts, "file change", false); }
+        }
     }
-    proxy.stop().await;
+    services.stop().await;
     Ok(())
+}
+
+/// What [`sync_maps`] programmed.
+struct Synced {
+    vips: Vec<VipEntry>,
+    l4_frontends: usize,
+    /// VIPs with a port steered to the proxy: they get local routes.
+    proxied: BTreeSet<IpAddr>,
+}
+
+/// Makes the data plane's maps follow `current` (at start and after every reload): the VIPs,
+/// the L4 frontends and their Maglev rings, the served ports and who serves them, and the
+/// proxy's listening sockets for sk_lookup.
+fn sync_maps(
+    dataplane: &mut Dataplane,
+    current: &Current,
+    proxy: &ProxyHandle,
+    opts: &RunOptions,
+    steered: bool,
+) -> Result<Synced, DataplaneError> {
+    let vips = vip_entries(&current.plan);
+    dataplane.sync_vips(&vips)?;
+    let frontends = crate::l4::frontends(&current.config, &current.plan, opts.node_name.as_deref());
+    dataplane.set_l4(&frontends)?;
+    let sockets = proxy.listener_fds();
+    let proxy_ports: BTreeSet<u16> = sockets.iter().map(|(port, _, _)| *port).collect();
+    let steering = served::steering(
+        &current.config,
+        &current.plan,
+        &current.pools,
+        &SteeringOptions {
+            early_drop: !opts.no_early_drop,
+            echo: true,
+            proxy_ports: steered.then_some(proxy_ports),
+            snat_ports: opts.snat_ports,
+        },
+    );
+    dataplane.set_steering(&steering)?;
+    if steered {
+        dataplane.steer_to_proxy(&sockets)?;
+    }
+    warn_forwarding_off(opts.iface.as_deref().unwrap_or_default(), &frontends);
+    Ok(Synced {
+        vips,
+        l4_frontends: frontends.len(),
+        proxied: served::proxied_vips(&steering),
+    })
+}
+
+/// Local routes for the proxied VIPs.
+async fn sync_host(host: &mut Host, synced: &Synced, iface: &str) -> Result<(), HostError> {
+    host.set_local_routes(&synced.proxied).await?;
+    if !synced.proxied.is_empty() {
+        debug!(
+            iface,
+            vips = synced.proxied.len(),
+            "proxied VIPs routed locally and steered to the proxy by sk_lookup"
+        );
+    }
+    Ok(())
+}
+
+/// The VIPs as the XDP program takes them.
+fn vip_entries(plan: &Plan) -> Vec<VipEntry> {
+    plan.vips()
+        .iter()
+        .map(|v| VipEntry {
+            ip: v.ip,
+            announce: true,
+        })
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The XDP counters for the admin endpoint, read at scrape time.
+struct XdpStats(Arc<Mutex<Dataplane>>);
+
+impl DataplaneStats for XdpStats {
+    fn read(&self) -> Option<DataplaneCounters> {
+        match lock(&self.0).counters() {
+            Ok((global, per_vip)) => Some(DataplaneCounters {
+                global: lbgw_common::Counter::ALL
+                    .iter()
+                    .map(|c| (c.name(), global.get(*c)))
+                    .collect(),
+                vips: per_vip
+                    .into_iter()
+                    .map(|v| VipCounterValues {
+                        ip: v.ip,
+                        arp_replies: v.arp_replies,
+                        na_replies: v.na_replies,
+                        echo_replies: v.echo_replies,
+                        dropped_unserved: v.dropped_unserved,
+                        passed: v.passed,
+                    })
+                    .collect(),
+            }),
+            Err(err) => {
+                warn!("reading XDP counters: {}", error_chain(&err));
+                None
+            }
+        }
+    }
+}
+
+/// SIGINT/SIGTERM (stop) and SIGHUP (reload).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, DaemonError> {
+        let sig = |kind| signal(kind).map_err(DaemonError::Signal);
+        Ok(Self {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The proxy, the admin endpoint and the reloader, as `lbgw run` starts them.
+struct Services {
+    proxy: crate::proxy::RunningProxy,
+    /// The proxy, for its listening sockets.
+    handle: ProxyHandle,
+    admin: Option<Arc<Admin>>,
+    reloader: Reloader,
+    watch: Option<FileWatch>,
+}
+
+impl Services {
+    /// `/readyz` answers 200 from now on.
+    fn ready(&self, note: &str) {
+        if let Some(admin) = &self.admin {
+            admin.set_ready(true);
+        }
+        info!("lbgw ready{note}");
+    }
+
+    async fn watch_changed(&mut self) {
+        match &mut self.watch {
+            Some(watch) => watch.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reloads the `--config` files; true when a new configuration was applied.
+    fn reload(&mut self, opts: &RunOptions, trigger: &str, force: bool) -> bool {
+        let outcome = self.reloader.reload_files(&opts.config, force);
+        reload::log_outcome(trigger, &outcome);
+        matches!(outcome, Ok(Some(_)))
+    }
+
+    async fn stop(self) {
+        if let Some(admin) = &self.admin {
+            admin.set_ready(false);
+        }
+        self.proxy.stop().await;
+    }
+}
+
+/// Starts the proxy for `current`, the admin endpoint and the file watch.
+async fn start_services(
+    opts: &RunOptions,
+    current: Current,
+    steered: bool,
+) -> Result<Services, DaemonError> {
+    let metrics = Arc::new(ProxyMetrics::default());
+    let admin = opts.admin.map(|_| Admin::new(&metrics));
+    let (proxy, handle) = start_proxy(&current, opts, &metrics, steered)?;
+    if let (Some(admin), Some(addr)) = (&admin, opts.admin) {
+        admin.set_proxy(handle.clone());
+        admin.publish(&current.config, &current.plan, &handle.model());
+        admin.serve(addr).await?;
+    }
+    let watch = if opts.watch {
+        Some(FileWatch::start(&opts.config, opts.watch_debounce)?)
+    } else {
+        None
+    };
+    let services_handle = handle.clone();
+    let reloader = Reloader::new(
+        IpamSource {
+            lb_cidrs: opts.lb_cidrs.clone(),
+            env_lb_cidr: opts.env_lb_cidr.clone(),
+            state: opts.state.clone(),
+        },
+        handle,
+        admin.clone(),
+        metrics,
+        current,
+    );
+    Ok(Services {
+        proxy,
+        handle: services_handle,
+        admin,
+        reloader,
+        watch,
+    })
 }
 
 /// Loads the configuration and allocates the VIPs, saving the allocation state.
@@ -230,16 +513,15 @@ fn allocate(opts: &RunOptions) -> Result<(config::Config, Pools, Plan), DaemonEr
     Ok((config, pools, plan))
 }
 
-/// Builds the Gateway model and binds its ports: on `bind` (every address when `None`), or,
-/// when `steered`, on loopback ephemeral ports for sk_lookup; logs `proxy listening on <addr>`
-/// per bound socket.
-fn bind_proxy(
-    config: &config::Config,
-    plan: &Plan,
-    bind: Option<IpAddr>,
+/// Builds the Gateway model and starts serving it; logs `proxy listening on <addr>` per
+/// bound port.
+fn start_proxy(
+    current: &Current,
+    opts: &RunOptions,
+    metrics: &Arc<ProxyMetrics>,
     steered: bool,
-) -> Result<Proxy, DaemonError> {
-    let (model, _status) = GatewayModel::build(config, plan);
+) -> Result<(crate::proxy::RunningProxy, ProxyHandle), DaemonError> {
+    let (model, _status) = GatewayModel::build(&current.config, &current.plan);
     let listeners = model.listeners().count();
     if listeners == 0 {
         info!("no Gateway listener to serve; the proxy is idle");
@@ -251,15 +533,21 @@ fn bind_proxy(
         );
     }
     let model = Arc::new(arc_swap::ArcSwap::from_pointee(model));
-    Ok(Proxy::bind(
+    let proxy = Proxy::bind(
         model,
         &ProxyOptions {
-            bind,
+            bind: opts.bind,
             ephemeral_ports: false,
-            drain_timeout: PROXY_DRAIN_TIMEOUT,
+            drain_timeout: opts.drain_timeout,
+            limits: opts.limits.clone(),
+            outlier: opts.outlier.clone(),
+            metrics: Arc::clone(metrics),
+            access_log: AccessLog::start(opts.access_log),
             steered,
         },
-    )?)
+    )?;
+    let handle = proxy.handle();
+    Ok((proxy.spawn(), handle))
 }
 
 /// `lbgw cleanup`: removes what a pinned data plane leaves in this network namespace — the

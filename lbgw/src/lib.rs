@@ -9,8 +9,11 @@
 //! - [`announce`]: gratuitous ARP / unsolicited Neighbor Advertisements from userspace;
 //! - [`l4`]: L4 LoadBalancer Services: Maglev tables for the XDP forwarder;
 //! - [`proxy`]: the HTTP/HTTPS proxy serving Gateways and HTTPRoutes;
+//! - [`reload`]: hot reload of a new configuration snapshot;
+//! - [`admin`]: the admin endpoint (metrics, health, config, status);
 //! - [`daemon`]: `lbgw run`, tying the above together;
 //! - [`kube`]: `lbgw run --kubernetes`: the API server as source, status, VIP Leases.
+pub mod admin;
 pub mod announce;
 pub mod config;
 pub mod daemon;
@@ -20,4 +23,5 @@ pub mod ipam;
 pub mod kube;
 pub mod l4;
 pub mod proxy;
+pub mod reload;
 pub mod route;

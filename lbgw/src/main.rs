@@ -1,4 +1,4 @@
-//! The `lbgw` command: `check`, `route`, `run`, `maps`.
+//! The `lbgw` command: `check`, `route`, `run`, `maps`, `status`.
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
@@ -60,6 +60,35 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = lbgw::dataplane::pin::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Print what a running `lbgw run --admin ADDR` serves: VIPs, listeners, routes,
+    /// endpoints and their health, fetched from its admin endpoint.
+    Status {
+        /// The admin endpoint of the running lbgw.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Print the JSON report instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A duration: `500ms`, `10s`, `5m`, or a number of seconds (`2.5`).
+fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let value = value.trim();
+    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (value, 1.0)
+    };
+    let number: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration like 500ms, 10s, 5m or 2.5"))?;
+    std::time::Duration::try_from_secs_f64(number * scale).map_err(|e| format!("{value:?}: {e}"))
 }
 
 mod lbgw_run {
@@ -125,6 +154,64 @@ mod lbgw_run {
         /// kernel instead of dropping it in XDP.
         #[arg(long)]
         pub no_early_drop: bool,
+        /// Serve /metrics, /healthz, /readyz, /config and /status on this address (off by
+        /// default; 127.0.0.1:9901 keeps it local).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub admin: Option<std::net::SocketAddr>,
+        /// After SIGTERM/SIGINT, how long in-flight requests may go on before lbgw exits.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        pub drain_timeout: std::time::Duration,
+        /// Access log: one line per request on stdout (`text`, `json`), as tracing events
+        /// with target `lbgw::access` on stderr (`tracing`), or `off`.
+        #[arg(long, value_enum, default_value_t = lbgw::proxy::AccessLogFormat::Text)]
+        pub access_log: lbgw::proxy::AccessLogFormat,
+        /// Do not reload when the --config files change (SIGHUP still reloads).
+        #[arg(long)]
+        pub no_watch: bool,
+        /// File changes within this long are applied as one reload.
+        #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+        pub watch_debounce: std::time::Duration,
+        #[command(flatten)]
+        pub limits: LimitArgs,
+    }
+
+    /// Proxy hardening and backend health (`lbgw run`).
+    #[derive(clap::Args)]
+    pub struct LimitArgs {
+        /// Client connections open at once; more are closed on accept.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        pub max_connections: usize,
+        /// Largest request head in bytes (over it: 431).
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+        pub max_header_bytes: usize,
+        /// Most header fields in an HTTP/1.1 request (over it: 431).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        pub max_headers: usize,
+        /// Time for a client to send an HTTP/1.1 request head (slowloris).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        pub header_read_timeout: std::time::Duration,
+        /// Close connections with no request in progress for this long.
+        #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+        pub idle_timeout: std::time::Duration,
+        /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS.
+        #[arg(long, value_name = "N", default_value_t = 250)]
+        pub h2_max_concurrent_streams: u32,
+        /// HTTP/2 streams a client may reset before they are accepted (GOAWAY over it).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        pub h2_max_pending_accept_reset_streams: usize,
+        /// Requests a connection may abandon before their response (HTTP/2 rapid reset,
+        /// CVE-2023-44487) before it is closed, when they are half its requests or more.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        pub max_premature_resets: u64,
+        /// Failures in a row (connect errors, resets, 5xx) that eject an endpoint; 0: off.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        pub outlier_consecutive_failures: u32,
+        /// First ejection length; the n-th ejection lasts n times as long.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        pub outlier_base_ejection: std::time::Duration,
+        /// Longest ejection.
+        #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+        pub outlier_max_ejection: std::time::Duration,
     }
 
     pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -153,6 +240,29 @@ mod lbgw_run {
             } else {
                 lbgw::dataplane::pin::Pinning::Dir(args.pin_dir)
             },
+            admin: args.admin,
+            drain_timeout: args.drain_timeout,
+            access_log: args.access_log,
+            limits: lbgw::proxy::Limits {
+                max_connections: args.limits.max_connections,
+                max_header_bytes: args.limits.max_header_bytes,
+                max_headers: args.limits.max_headers,
+                header_read_timeout: args.limits.header_read_timeout,
+                idle_timeout: args.limits.idle_timeout,
+                h2_max_concurrent_streams: args.limits.h2_max_concurrent_streams,
+                h2_max_pending_accept_reset_streams: args
+                    .limits
+                    .h2_max_pending_accept_reset_streams,
+                max_premature_resets: args.limits.max_premature_resets,
+                ..lbgw::proxy::Limits::default()
+            },
+            outlier: lbgw::proxy::OutlierOptions {
+                consecutive_failures: args.limits.outlier_consecutive_failures,
+                base_ejection: args.limits.outlier_base_ejection,
+                max_ejection: args.limits.outlier_max_ejection,
+            },
+            watch: !args.no_watch,
+            watch_debounce: args.watch_debounce,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -244,6 +354,7 @@ fn main() -> ExitCode {
         Command::Run(args) => lbgw_run::run(*args),
         Command::Maps => lbgw_run::maps(),
         Command::Cleanup { pin_dir } => cmd_cleanup(&pin_dir),
+        Command::Status { admin, json } => cmd_status(admin, json),
     };
     match result {
         Ok(code) => code,
@@ -267,6 +378,24 @@ fn cmd_cleanup(pin_dir: &std::path::Path) -> Result<ExitCode> {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lbgw status`: the running lbgw's `/status`, as tables or JSON.
+fn cmd_status(admin: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(lbgw::admin::fetch_status(admin))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", lbgw::admin::view::render(&status));
+    }
+    Ok(if status.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `lbgw check`: loads the configuration, resolves the pools (`--lb-cidr`, else

@@ -52,6 +52,17 @@ impl Lbgw {
         }
     }
 
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to lbgw.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
     /// Everything lbgw printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -69,7 +69,7 @@ impl TestProxy {
             bind: Some([127, 0, 0, 1].into()),
             ephemeral_ports: true,
             drain_timeout: Duration::from_secs(2),
-            steered: false,
+            ..Default::default()
         };
         let proxy = Proxy::bind(model, &opts).expect("bind");
         let addrs = proxy.local_addrs();

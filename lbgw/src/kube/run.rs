@@ -252,7 +252,7 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
             bind: opts.bind,
             ephemeral_ports: false,
             drain_timeout: PROXY_DRAIN_TIMEOUT,
-            steered: false,
+            ..ProxyOptions::default()
         },
     )?
     .spawn();

@@ -15,6 +15,20 @@ pub fn incoming(body: hyper::body::Incoming) -> ProxyBody {
     body.boxed()
 }
 
+/// A streaming body whose data bytes are added to `count` as they pass.
+pub fn counted(
+    body: hyper::body::Incoming,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> ProxyBody {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            count.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        frame
+    })
+    .boxed()
+}
+
 /// An empty body.
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()

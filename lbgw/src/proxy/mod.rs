@@ -8,7 +8,15 @@
 //! - `headers`: hop-by-hop fields, `X-Forwarded-*`, `Via`;
 //! - `upstream`: pooled HTTP/1.1 and h2c connections to endpoints;
 //! - `mirror`: RequestMirror copies; `upgrade`: WebSocket tunnels;
-//! - `error`: what goes wrong, on which side, and the status the client gets.
+//! - `error`: what goes wrong, on which side, and the status the client gets;
+//! - [`limits`]: connection limit, header size/count and read timeout, idle timeout, HTTP/2
+//!   stream limits and rapid-reset (CVE-2023-44487) defence;
+//! - [`outlier`]: passive outlier detection, which endpoints requests may go to;
+//! - `exchange`: one request as observed, finished when its response body is sent: the
+//!   [`metrics`] and the `access_log` line.
+//!
+//! The model is swapped whole on reload ([`ProxyHandle::update`]): listener ports are bound
+//! and closed to match, open connections pick up the new model at their next request.
 //!
 //! Hygiene lbgw applies to every forwarded request: hop-by-hop fields removed (RFC 9110
 //! §7.6.1), `X-Forwarded-For` appended with the client address, `X-Forwarded-Proto` and
@@ -17,13 +25,18 @@
 //! `2 lbgw` for HTTP/2) on requests and responses. lbgw's own error responses are a short
 //! `text/plain` status line.
 
+mod access_log;
 mod body;
 mod cors;
 pub mod error;
+mod exchange;
 pub mod filters;
 mod headers;
+pub mod limits;
 mod listener;
+pub mod metrics;
 mod mirror;
+pub mod outlier;
 mod request;
 pub mod retry;
 mod server;
@@ -31,25 +44,28 @@ pub mod tls;
 mod upgrade;
 pub mod upstream;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use self::access_log::{AccessLog, AccessLogFormat};
 pub use self::body::ProxyBody;
 pub use self::error::{ProxyError, Side};
+pub use self::limits::Limits;
+pub use self::metrics::ProxyMetrics;
+pub use self::outlier::{EndpointHealth, OutlierOptions, Outliers};
 
 use self::tls::TlsConfigs;
 use self::upstream::Upstreams;
-use crate::gateway::{GatewayModel, PortModel};
+use crate::gateway::{GatewayModel, ListenerProtocol, PortModel};
 
-/// How the proxy binds.
+/// How the proxy binds, and the knobs of `lbgw run` it follows.
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
     /// Address to bind every Gateway port on; `None` for all addresses (dual-stack).
@@ -59,10 +75,18 @@ pub struct ProxyOptions {
     pub ephemeral_ports: bool,
     /// How long in-flight requests may go on after shutdown began.
     pub drain_timeout: Duration,
+    /// Connection, header and HTTP/2 limits.
+    pub limits: Limits,
+    /// Passive outlier detection.
+    pub outlier: OutlierOptions,
+    /// Where metrics are counted (shared with the admin endpoint).
+    pub metrics: Arc<ProxyMetrics>,
+    /// Where access log lines go.
+    pub access_log: AccessLog,
     /// Bind every Gateway port twice on loopback, `127.0.0.1` and `[::1]` (IPv6 only), on
     /// ephemeral ports, for the `sk_lookup` program to hand VIP connections to (it cannot give
     /// an IPv4 connection to a dual-stack socket bound to `::1`); `bind` and
-    /// `ephemeral_ports` are then ignored.
+    /// `ephemeral_ports` are then ignored. [`ProxyHandle::listener_fds`] gives the sockets.
     pub steered: bool,
 }
 
@@ -71,7 +95,11 @@ impl Default for ProxyOptions {
         Self {
             bind: None,
             ephemeral_ports: false,
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            outlier: OutlierOptions::default(),
+            metrics: Arc::default(),
+            access_log: AccessLog::Off,
             steered: false,
         }
     }
@@ -83,11 +111,18 @@ pub(crate) struct Shared {
     pub(crate) model: Arc<ArcSwap<GatewayModel>>,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) tls: TlsConfigs,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<ProxyMetrics>,
+    pub(crate) access_log: AccessLog,
+    pub(crate) outliers: Outliers,
+    /// One permit per open client connection.
+    pub(crate) connections: Arc<Semaphore>,
 }
 
-/// A connection, as requests on it see it.
+/// A connection, as requests on it see it: the model it is served under, which changes when
+/// a reload swaps the model (see [`Conn::rebind`]).
 pub(crate) struct Conn {
-    /// The model the connection was accepted under.
+    /// The model.
     pub(crate) model: Arc<GatewayModel>,
     /// Index of its port in `model.ports`.
     pub(crate) port_index: usize,
@@ -97,116 +132,339 @@ pub(crate) struct Conn {
     pub(crate) tls: Option<usize>,
     /// The client.
     pub(crate) peer: SocketAddr,
+    /// The local address the client connected to.
+    pub(crate) local: SocketAddr,
 }
 
 impl Conn {
     pub(crate) fn port(&self) -> &PortModel {
         &self.model.ports[self.port_index]
     }
+
+    /// The same connection under `model`, after a reload: its port and listeners looked up
+    /// again (by port, local address and protocol; the TLS listener by Gateway and name).
+    /// `None` when the new model no longer serves it: the connection then goes on under
+    /// the model it had until it closes.
+    pub(crate) fn rebind(&self, model: Arc<GatewayModel>) -> Option<Conn> {
+        let old_port = self.port();
+        let protocol = if self.tls.is_some() {
+            ListenerProtocol::Https
+        } else {
+            ListenerProtocol::Http
+        };
+        let port_index = model.ports.iter().position(|p| p.port == old_port.port)?;
+        let port = &model.ports[port_index];
+        let listeners: Vec<usize> = server::serving_listeners(port, self.local.ip())
+            .into_iter()
+            .filter(|&i| port.listeners[i].protocol == protocol)
+            .collect();
+        if listeners.is_empty() {
+            return None;
+        }
+        let tls = match self.tls {
+            None => None,
+            Some(chosen) => {
+                let old = &old_port.listeners[chosen];
+                Some(listeners.iter().copied().find(|&i| {
+                    let l = &port.listeners[i];
+                    l.gateway == old.gateway && l.name == old.name
+                })?)
+            }
+        };
+        Some(Conn {
+            model,
+            port_index,
+            listeners,
+            tls,
+            peer: self.peer,
+            local: self.local,
+        })
+    }
 }
 
 /// The proxy: bound sockets, ready to serve.
 pub struct Proxy {
     shared: Arc<Shared>,
-    sockets: Vec<(u16, TcpListener)>,
+    listeners: Arc<Listeners>,
+    accepted: mpsc::Receiver<listener::Accepted>,
     drain_timeout: Duration,
 }
 
+/// The bound listener sockets, one per Gateway port, each with its accept loop.
+struct Listeners {
+    bind: Option<IpAddr>,
+    ephemeral_ports: bool,
+    steered: bool,
+    tx: mpsc::Sender<listener::Accepted>,
+    bound: Mutex<BTreeMap<u16, Bound>>,
+}
+
+/// The socket(s) of one Gateway port: one, or two when steered (IPv4 and IPv6 loopback).
+struct Bound {
+    sockets: Vec<BoundSocket>,
+}
+
+struct BoundSocket {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    /// A duplicate of the socket's fd, for the `sk_lookup` listener map.
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        // The accept loop owns the socket: aborting it (and closing `fd`) closes the socket,
+        // which also takes it out of the kernel's listener map.
+        self.task.abort();
+    }
+}
+
+impl Bound {
+    fn addrs(&self) -> String {
+        let addrs: Vec<String> = self.sockets.iter().map(|s| s.addr.to_string()).collect();
+        addrs.join(", ")
+    }
+}
+
+impl Listeners {
+    fn bind_port(&self, port: u16) -> Result<Bound, ProxyError> {
+        let targets: Vec<(Option<IpAddr>, u16)> = if self.steered {
+            vec![
+                (Some(std::net::Ipv4Addr::LOCALHOST.into()), 0),
+                (Some(std::net::Ipv6Addr::LOCALHOST.into()), 0),
+            ]
+        } else {
+            vec![(self.bind, if self.ephemeral_ports { 0 } else { port })]
+        };
+        let mut sockets = Vec::with_capacity(targets.len());
+        for (ip, bind_port) in targets {
+            let socket = listener::bind(ip, bind_port)?;
+            let bind_err = |source| ProxyError::Bind {
+                addr: SocketAddr::new(
+                    ip.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()),
+                    bind_port,
+                ),
+                source,
+            };
+            let addr = socket.local_addr().map_err(bind_err)?;
+            let fd = std::os::fd::AsFd::as_fd(&socket)
+                .try_clone_to_owned()
+                .map_err(bind_err)?;
+            tracing::info!(gateway_port = port, "proxy listening on {addr}");
+            let task = tokio::spawn(listener::accept_loop(socket, port, self.tx.clone()));
+            sockets.push(BoundSocket { addr, task, fd });
+        }
+        Ok(Bound { sockets })
+    }
+
+    /// Binds the ports of `model` not bound yet and closes those it no longer has. All or
+    /// nothing: when one port cannot be bound, the ports bound for it are closed again and
+    /// the sockets are as before.
+    fn sync(&self, model: &GatewayModel) -> Result<PortChanges, ProxyError> {
+        let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted: Vec<u16> = model.ports.iter().map(|p| p.port).collect();
+        let mut added = BTreeMap::new();
+        for &port in &wanted {
+            if !bound.contains_key(&port) {
+                added.insert(port, self.bind_port(port)?);
+            }
+        }
+        let removed: Vec<u16> = bound
+            .keys()
+            .copied()
+            .filter(|p| !wanted.contains(p))
+            .collect();
+        for port in &removed {
+            if let Some(b) = bound.remove(port) {
+                tracing::info!(
+                    gateway_port = port,
+                    "proxy no longer listening on {}",
+                    b.addrs()
+                );
+            }
+        }
+        let changes = PortChanges {
+            added: added.keys().copied().collect(),
+            removed,
+        };
+        bound.extend(added);
+        Ok(changes)
+    }
+
+    fn addrs(&self) -> Vec<(u16, SocketAddr)> {
+        let bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        bound
+            .iter()
+            .flat_map(|(p, b)| b.sockets.iter().map(move |s| (*p, s.addr)))
+            .collect()
+    }
+
+    fn fds(&self) -> Vec<(u16, bool, std::os::fd::OwnedFd)> {
+        let bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        bound
+            .iter()
+            .flat_map(|(p, b)| {
+                b.sockets
+                    .iter()
+                    .filter_map(move |s| Some((*p, s.addr.is_ipv6(), s.fd.try_clone().ok()?)))
+            })
+            .collect()
+    }
+
+    fn close_all(&self) {
+        self.bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// Listener ports a model swap bound and closed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortChanges {
+    /// Ports bound.
+    pub added: Vec<u16>,
+    /// Ports closed (their open connections go on until they close).
+    pub removed: Vec<u16>,
+}
+
+/// A handle to a proxy (bound or serving) for reloads and the admin endpoint. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    listeners: Arc<Listeners>,
+}
+
+impl ProxyHandle {
+    /// Serves `model` from now on: binds its new ports, swaps it in (new requests, also on
+    /// open connections, see it; requests in flight finish under the old one), then closes
+    /// the ports it no longer has. On a bind error nothing changes.
+    pub fn update(&self, model: GatewayModel) -> Result<PortChanges, ProxyError> {
+        let changes = self.listeners.sync(&model)?;
+        let model = Arc::new(model);
+        self.shared.model.store(Arc::clone(&model));
+        self.shared.tls.retain(&model);
+        Ok(changes)
+    }
+
+    /// The model served now.
+    pub fn model(&self) -> Arc<GatewayModel> {
+        self.shared.model.load_full()
+    }
+
+    /// The Gateway port and local address of every socket.
+    pub fn local_addrs(&self) -> Vec<(u16, SocketAddr)> {
+        self.listeners.addrs()
+    }
+
+    /// The Gateway port, address family (true: IPv6) and a duplicate fd of every listening
+    /// socket, for the `sk_lookup` steering.
+    pub fn listener_fds(&self) -> Vec<(u16, bool, std::os::fd::OwnedFd)> {
+        self.listeners.fds()
+    }
+
+    /// Passive health of an endpoint.
+    pub fn endpoint_health(&self, endpoint: SocketAddr) -> EndpointHealth {
+        self.shared.outliers.health(endpoint)
+    }
+}
+
 impl Proxy {
-    /// Binds one socket per port of the current model. Must be called within a Tokio
-    /// runtime.
+    /// Binds one socket per port of the current model and starts accepting (connections
+    /// wait for [`Proxy::serve`]). Must be called within a Tokio runtime.
     pub fn bind(
         model: Arc<ArcSwap<GatewayModel>>,
         opts: &ProxyOptions,
     ) -> Result<Self, ProxyError> {
-        let ports: Vec<u16> = model.load().ports.iter().map(|p| p.port).collect();
-        let sockets = if opts.steered {
-            ports
-                .into_iter()
-                .flat_map(|port| {
-                    [
-                        IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
-                        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-                    ]
-                    .map(|ip| listener::bind(Some(ip), 0).map(|socket| (port, socket)))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            ports
-                .into_iter()
-                .map(|port| {
-                    let bind_port = if opts.ephemeral_ports { 0 } else { port };
-                    listener::bind(opts.bind, bind_port).map(|socket| (port, socket))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        for (port, socket) in &sockets {
-            if let Ok(addr) = socket.local_addr() {
-                tracing::info!(gateway_port = port, "proxy listening on {addr}");
-            }
-        }
+        let (tx, accepted) = mpsc::channel::<listener::Accepted>(256);
+        let listeners = Arc::new(Listeners {
+            bind: opts.bind,
+            ephemeral_ports: opts.ephemeral_ports,
+            steered: opts.steered,
+            tx,
+            bound: Mutex::new(BTreeMap::new()),
+        });
+        listeners.sync(&model.load())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 model,
                 upstreams: Arc::new(Upstreams::new()),
                 tls: TlsConfigs::default(),
+                limits: opts.limits.clone(),
+                metrics: Arc::clone(&opts.metrics),
+                access_log: opts.access_log.clone(),
+                outliers: Outliers::new(opts.outlier.clone()),
+                connections: Arc::new(Semaphore::new(opts.limits.max_connections)),
             }),
-            sockets,
+            listeners,
+            accepted,
             drain_timeout: opts.drain_timeout,
         })
     }
 
-    /// The Gateway port, address family (true: IPv6) and listening socket of every socket,
-    /// for the `sk_lookup` steering.
-    pub fn listener_fds(&self) -> Vec<(u16, bool, std::os::fd::BorrowedFd<'_>)> {
-        use std::os::fd::AsFd;
-        self.sockets
-            .iter()
-            .filter_map(|(port, s)| Some((*port, s.local_addr().ok()?.is_ipv6(), s.as_fd())))
-            .collect()
-    }
-
     /// The Gateway port and local address of every socket.
     pub fn local_addrs(&self) -> Vec<(u16, SocketAddr)> {
-        self.sockets
-            .iter()
-            .filter_map(|(port, s)| s.local_addr().ok().map(|a| (*port, a)))
-            .collect()
+        self.listeners.addrs()
     }
 
-    /// Serves until `shutdown` completes; then stops accepting and lets open connections
-    /// finish their requests (HTTP/1.1 closes after the current response, HTTP/2 sends
-    /// GOAWAY) for at most the drain timeout.
+    /// A handle for reloads and status.
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            shared: Arc::clone(&self.shared),
+            listeners: Arc::clone(&self.listeners),
+        }
+    }
+
+    /// Serves until `shutdown` completes; then closes the listener sockets and lets open
+    /// connections finish their requests (HTTP/1.1 closes after the current response,
+    /// HTTP/2 sends GOAWAY) for at most the drain timeout.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let (tx, mut rx) = mpsc::channel::<listener::Accepted>(256);
-        let accept_tasks: Vec<_> = self
-            .sockets
-            .into_iter()
-            .map(|(port, socket)| tokio::spawn(listener::accept_loop(socket, port, tx.clone())))
-            .collect();
-        drop(tx);
-        let graceful = GracefulShutdown::new();
+        let Proxy {
+            shared,
+            listeners,
+            mut accepted,
+            drain_timeout,
+        } = self;
+        // Every connection holds a receiver; `closed()` completes when all are gone.
+        let (drain_tx, drain_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = rx.recv() => {
-                    let Some((stream, peer, port)) = accepted else { break };
-                    let shared = Arc::clone(&self.shared);
-                    tokio::spawn(server::serve(shared, stream, peer, port, graceful.watcher()));
+                next = accepted.recv() => {
+                    let Some((stream, peer, port)) = next else { break };
+                    let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
+                        // Over the connection limit: closed at once, the others go on.
+                        shared.metrics.connections_closed
+                            .get_or_create(&metrics::ReasonLabels { reason: "connection_limit" })
+                            .inc();
+                        tracing::debug!(%peer, "connection limit reached; connection closed");
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    let drain = drain_rx.clone();
+                    tokio::spawn(async move {
+                        server::serve(shared, stream, peer, port, drain).await;
+                        drop(permit);
+                    });
                 }
             }
         }
-        for task in &accept_tasks {
-            task.abort();
-        }
-        drop(rx);
-        tracing::info!(connections = graceful.count(), "proxy draining");
-        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+        listeners.close_all();
+        drop(accepted);
+        drop(drain_rx);
+        let open = drain_tx.receiver_count();
+        tracing::info!(connections = open, "proxy draining");
+        let _ = drain_tx.send(true);
+        if tokio::time::timeout(drain_timeout, drain_tx.closed())
             .await
             .is_err()
         {
-            tracing::warn!("proxy drain timed out; closing open connections");
+            tracing::warn!(
+                connections = drain_tx.receiver_count(),
+                "proxy drain timed out after {drain_timeout:?}; closing open connections"
+            );
         }
     }
 }

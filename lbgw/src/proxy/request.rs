@@ -25,12 +25,15 @@ use hyper::body::{Body as _, Incoming};
 
 use super::body::{self, ProxyBody};
 use super::error::{ProxyError, Side};
+use super::exchange::Exchange;
 use super::filters::{Applied, FilterRequest};
 use super::headers::{self, Forwarded};
+use super::limits::ConnState;
+use super::metrics::EndpointLabels;
 use super::mirror::{self, MirrorRequest};
+use super::outlier::Outcome;
 use super::retry::{self, RetryPolicy};
 use super::upgrade;
-use super::upstream::pick_endpoint;
 use super::{Conn, Shared, tls};
 use crate::gateway::{ListenerProtocol, Resolution, ResolvedBackend};
 use crate::route::hostname::normalize_host;
@@ -42,15 +45,18 @@ const MAX_REPLAY_BODY: u64 = 64 * 1024;
 /// rule's `timeouts.request` cuts it shorter when set); on expiry the answer is 408.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves one request; errors become small text responses.
+/// Serves one request; errors become small text responses. The exchange record follows
+/// the response body (metrics, access log).
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
+    state: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    match proxy(&shared, &conn, req).await {
+    let mut exchange = Exchange::start(&shared, &conn, state, &req);
+    let response = match proxy(&shared, &conn, req, &mut exchange).await {
         Ok(response) => {
             tracing::trace!(%method, %path, status = %response.status(), "request");
             response
@@ -63,9 +69,11 @@ pub async fn handle(
                     tracing::warn!(peer = %conn.peer, %method, %path, "{chain}")
                 }
             }
+            exchange.failure = Some(chain);
             err.response()
         }
-    }
+    };
+    exchange.respond(response)
 }
 
 /// The request body, as far as lbgw holds it.
@@ -74,14 +82,15 @@ enum RequestBody {
     Empty,
     /// The whole body, read before forwarding; can be sent again.
     Buffered(Bytes),
-    /// Streams through; can be sent once.
-    Streaming(Option<Incoming>),
+    /// Streams through (counted); can be sent once.
+    Streaming(Option<ProxyBody>),
 }
 
 async fn proxy(
     shared: &Shared,
     conn: &Conn,
     mut req: Request<Incoming>,
+    exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let upgrading = headers::is_websocket_upgrade(req.version(), req.headers());
     let downstream_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -94,6 +103,12 @@ async fn proxy(
         host: host.clone(),
         path: parts.uri.path().to_owned(),
     })?;
+    exchange.listener = format!(
+        "{}/{}/{}",
+        m.listener.gateway_namespace, m.listener.gateway_name, m.listener.name
+    );
+    exchange.route = m.route.to_string();
+    exchange.rule = Some(m.rule_index);
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
     let mut applied = Applied::default();
@@ -119,6 +134,16 @@ async fn proxy(
     if let Some(response) = applied.apply(&backend.filters, &mut filter_req)? {
         return Ok(response);
     }
+    exchange.backend = format!(
+        "{}/{}:{}",
+        backend.backend.namespace,
+        backend.backend.name,
+        backend
+            .backend
+            .port
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+    );
     let resolved = resolve(conn, &m, &backend.backend)?;
 
     // The upstream request.
@@ -136,6 +161,7 @@ async fn proxy(
         &head,
         retry.is_some() || !applied.mirrors.is_empty(),
         m.rule.timeouts.request,
+        &exchange.bytes_in,
     )
     .await?;
     for mirror_filter in &applied.mirrors {
@@ -160,27 +186,36 @@ async fn proxy(
     let (head_ref, body_ref) = (&head, &mut body);
     let resolved_ref: &ResolvedBackend = &resolved;
     let host_ref = upstream_host.as_ref();
+    let last_endpoint = std::sync::Mutex::new(None);
+    let last_ref = &last_endpoint;
     let attempts = retry::run(retry, move |_| {
         let request = build_request(head_ref, body_ref);
-        let endpoint = pick_endpoint(&resolved_ref.endpoints);
+        let endpoint = shared.outliers.pick(&resolved_ref.endpoints);
         async move {
             let endpoint = endpoint.ok_or(ProxyError::NoReadyEndpoints)?;
+            if let Ok(mut last) = last_ref.lock() {
+                *last = Some(endpoint);
+            }
             let send = shared
                 .upstreams
                 .send(endpoint, resolved_ref.protocol, host_ref, request);
-            with_timeout(backend_timeout, send, |after| ProxyError::BackendTimeout {
+            let result = with_timeout(backend_timeout, send, |after| ProxyError::BackendTimeout {
                 endpoint,
                 after,
             })
-            .await
+            .await;
+            observe_attempt(shared, endpoint, &result);
+            result
         }
     });
-    let mut response = with_timeout(
+    let response = with_timeout(
         m.rule.timeouts.request,
         attempts,
         ProxyError::RequestTimeout,
     )
-    .await?;
+    .await;
+    exchange.endpoint = last_endpoint.lock().ok().and_then(|e| *e);
+    let mut response = response?;
 
     // The response.
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -256,13 +291,38 @@ fn upstream_head(
     Ok(head)
 }
 
+/// Passive health: how an attempt went for its endpoint, and connect errors counted.
+fn observe_attempt(
+    shared: &Shared,
+    endpoint: std::net::SocketAddr,
+    result: &Result<Response<Incoming>, ProxyError>,
+) {
+    let outcome = match result {
+        Ok(response) if response.status().is_server_error() => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(ProxyError::Connect { .. }) => {
+            shared
+                .metrics
+                .upstream_connect_errors
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.to_string(),
+                })
+                .inc();
+            Outcome::Failure
+        }
+        Err(_) => Outcome::Failure,
+    };
+    shared.outliers.report(endpoint, outcome, &shared.metrics);
+}
+
 /// Takes the request body: empty, buffered whole when `replay` needs it and it is small with
-/// a known length, else streaming.
+/// a known length, else streaming (its bytes counted into `bytes_in` as they pass).
 async fn request_body(
     incoming: Incoming,
     head: &Request<()>,
     replay: bool,
     request_timeout: Timeout,
+    bytes_in: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<RequestBody, ProxyError> {
     if incoming.is_end_stream() {
         return Ok(RequestBody::Empty);
@@ -278,9 +338,13 @@ async fn request_body(
             .map_err(|_| ProxyError::ClientBodyTimeout(limit))?
             .map_err(ProxyError::ClientBody)?
             .to_bytes();
+        bytes_in.store(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         return Ok(RequestBody::Buffered(bytes));
     }
-    Ok(RequestBody::Streaming(Some(incoming)))
+    Ok(RequestBody::Streaming(Some(body::counted(
+        incoming,
+        Arc::clone(bytes_in),
+    ))))
 }
 
 /// GEP-3567: the listener that would serve `host` on this connection's port must be the one
@@ -353,9 +417,7 @@ fn build_request(head: &Request<()>, body: &mut RequestBody) -> Request<ProxyBod
     let body = match body {
         RequestBody::Empty => body::empty(),
         RequestBody::Buffered(bytes) => body::full(bytes.clone()),
-        RequestBody::Streaming(incoming) => {
-            incoming.take().map_or_else(body::empty, body::incoming)
-        }
+        RequestBody::Streaming(incoming) => incoming.take().unwrap_or_else(body::empty),
     };
     let mut request = Request::new(body);
     *request.method_mut() = head.method().clone();
@@ -394,7 +456,7 @@ fn send_mirror(
             return;
         }
     };
-    let Some(endpoint) = pick_endpoint(&resolved.endpoints) else {
+    let Some(endpoint) = shared.outliers.pick(&resolved.endpoints) else {
         return;
     };
     let mut request = Request::new(());

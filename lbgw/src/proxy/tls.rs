@@ -84,6 +84,48 @@ impl TlsConfigs {
         cache.insert(key, (Arc::clone(cert), Arc::clone(&config)));
         Ok(config)
     }
+
+    /// Forgets the configurations of certificates `model` no longer has (after a reload,
+    /// e.g. a rotated Secret): new handshakes present the new certificate, connections made
+    /// with the old one go on.
+    pub fn retain(&self, model: &crate::gateway::GatewayModel) {
+        let live: std::collections::HashSet<usize> = model
+            .listeners()
+            .filter_map(|l| l.certificate.as_ref())
+            .map(|c| Arc::as_ptr(c) as usize)
+            .collect();
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| live.contains(key));
+    }
+}
+
+/// The reason label of a failed handshake, for `lbgw_tls_handshake_failures_total`.
+pub fn failure_reason(err: &ProxyError) -> &'static str {
+    match err {
+        ProxyError::NoCertificate { .. } => "no_certificate",
+        ProxyError::Handshake { source, .. } => {
+            if source.kind() == std::io::ErrorKind::TimedOut {
+                return "timeout";
+            }
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                return "eof";
+            }
+            match source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+            {
+                Some(rustls::Error::AlertReceived(_)) => "alert_received",
+                Some(rustls::Error::NoApplicationProtocol) => "no_application_protocol",
+                Some(rustls::Error::PeerIncompatible(_)) => "peer_incompatible",
+                Some(rustls::Error::InvalidMessage(_)) => "invalid_message",
+                Some(_) => "protocol_error",
+                None => "io_error",
+            }
+        }
+        _ => "other",
+    }
 }
 
 /// Always the same certificate: the listener was chosen before the handshake went on.

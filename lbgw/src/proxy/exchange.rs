@@ -1,0 +1,192 @@
+//! One request–response exchange as the proxy observes it: what served it (listener, route,
+//! rule, backend, endpoint), when its response head left (time to first byte), how many body
+//! bytes went each way, and how it ended. The record travels with the response body and is
+//! finished when the body has been sent or dropped: then the metrics are updated and the
+//! access log line is written. An exchange dropped before it had a response is one the client
+//! abandoned (an HTTP/2 RST_STREAM, a closed connection): a premature reset for
+//! [`ConnState`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Method, Request, Response, Version};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::access_log::{Entry, millis};
+use super::body::ProxyBody;
+use super::limits::ConnState;
+use super::metrics::{RequestLabels, RouteLabels, status_class};
+use super::{Conn, Shared};
+
+/// An exchange in progress.
+pub(crate) struct Exchange {
+    shared: Arc<Shared>,
+    state: Arc<ConnState>,
+    start: Instant,
+    peer: SocketAddr,
+    method: Method,
+    version: Version,
+    host: String,
+    path: String,
+    /// `namespace/gateway/listener`.
+    pub(crate) listener: String,
+    /// `namespace/name` of the HTTPRoute.
+    pub(crate) route: String,
+    /// The rule's index.
+    pub(crate) rule: Option<usize>,
+    /// `namespace/service:port`.
+    pub(crate) backend: String,
+    /// The endpoint of the last attempt.
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// Why the request failed.
+    pub(crate) failure: Option<String>,
+    /// Request body bytes, counted as they stream.
+    pub(crate) bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    status: Option<u16>,
+    ttfb: Option<Duration>,
+}
+
+impl Exchange {
+    /// An exchange for `req`, begun now.
+    pub(crate) fn start<B>(
+        shared: &Arc<Shared>,
+        conn: &Conn,
+        state: Arc<ConnState>,
+        req: &Request<B>,
+    ) -> Self {
+        state.stream_started();
+        shared.metrics.active_streams.inc();
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or_default()
+            .to_owned();
+        let listener = conn
+            .tls
+            .map(|i| {
+                let l = &conn.port().listeners[i];
+                format!("{}/{}/{}", l.gateway.namespace, l.gateway.name, l.name)
+            })
+            .unwrap_or_default();
+        Self {
+            shared: Arc::clone(shared),
+            state,
+            start: Instant::now(),
+            peer: conn.peer,
+            method: req.method().clone(),
+            version: req.version(),
+            host,
+            path: req.uri().path().to_owned(),
+            listener,
+            route: String::new(),
+            rule: None,
+            backend: String::new(),
+            endpoint: None,
+            failure: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            status: None,
+            ttfb: None,
+        }
+    }
+
+    /// The response head is ready: the exchange now travels with its body and finishes
+    /// when the body has been sent.
+    pub(crate) fn respond(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.status = Some(response.status().as_u16());
+        self.ttfb = Some(self.start.elapsed());
+        let (parts, body) = response.into_parts();
+        let mut exchange = self;
+        let body = body
+            .map_frame(move |frame| {
+                // The whole record moves into the body (not just the counter field).
+                let exchange = &mut exchange;
+                if let Some(data) = frame.data_ref() {
+                    exchange.bytes_out += data.len() as u64;
+                }
+                frame
+            })
+            .boxed();
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let duration = self.start.elapsed();
+        let metrics = &self.shared.metrics;
+        metrics.active_streams.dec();
+        self.state.stream_ended(self.status.is_none());
+        if let Some(status) = self.status {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    backend: self.backend.clone(),
+                    code: status_class(status),
+                })
+                .inc();
+            let labels = RouteLabels {
+                route: std::mem::take(&mut self.route),
+                backend: std::mem::take(&mut self.backend),
+            };
+            metrics
+                .request_duration
+                .get_or_create(&labels)
+                .observe(duration.as_secs_f64());
+            if let Some(ttfb) = self.ttfb {
+                metrics
+                    .time_to_first_byte
+                    .get_or_create(&labels)
+                    .observe(ttfb.as_secs_f64());
+            }
+            self.route = labels.route;
+            self.backend = labels.backend;
+        }
+        let log = &self.shared.access_log;
+        if !log.enabled() {
+            return;
+        }
+        let proto = match self.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let failure = match (&self.failure, self.status) {
+            (Some(f), _) => Some(f.as_str()),
+            (None, None) => Some("client went away before the response"),
+            (None, Some(_)) => None,
+        };
+        let logged = log.log(&Entry {
+            listener: &self.listener,
+            peer: self.peer,
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            proto,
+            route: &self.route,
+            rule: self.rule,
+            backend: &self.backend,
+            endpoint: self.endpoint,
+            status: self.status.unwrap_or(0),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            duration_ms: millis(duration),
+            ttfb_ms: self.ttfb.map(millis),
+            failure,
+        });
+        if !logged {
+            metrics.access_log_dropped.inc();
+        }
+    }
+}
