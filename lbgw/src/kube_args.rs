@@ -16,7 +16,9 @@ pub struct KubeArgs {
     /// kubeconfig file (default: in-cluster configuration, else KUBECONFIG / ~/.kube/config).
     #[arg(long, value_name = "PATH", requires = "kubernetes")]
     pub kubeconfig: Option<PathBuf>,
-    /// This node's name, the holder identity of its Leases.
+    /// This node's name: the holder identity of its Leases (--kubernetes), and the nodeName
+    /// of the endpoints that count as local for externalTrafficPolicy: Local (default
+    /// without --kubernetes: the host name).
     #[arg(
         long,
         env = "NODE_NAME",
@@ -92,6 +94,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         bind: args.bind,
         no_early_drop: args.no_early_drop,
         announce_interval: Duration::from_secs(args.announce_interval),
+        admin: args.admin,
         lease_duration: Duration::from_millis(kube.lease_duration_ms),
         lease_renew: Duration::from_millis(kube.lease_renew_ms),
         lease_poll: Duration::from_millis(kube.lease_poll_ms),

@@ -121,10 +121,6 @@ mod lbgw_run {
         /// sk_lookup program; with --no-xdp: all addresses, IPv6 and IPv4.
         #[arg(long, value_name = "ADDR")]
         pub bind: Option<std::net::IpAddr>,
-        /// This node's name, matched against EndpointSlice nodeName for Services with
-        /// externalTrafficPolicy: Local (default: $NODE_NAME, else the host name).
-        #[arg(long, value_name = "NAME")]
-        pub node_name: Option<String>,
         /// Ports the L4 forwarder uses for source NAT (externalTrafficPolicy: Cluster). Keep
         /// them outside net.ipv4.ip_local_port_range (default 32768-60999).
         #[arg(long, value_name = "FIRST-LAST", default_value = "61000-65535", value_parser = parse_port_range)]
@@ -230,10 +226,9 @@ mod lbgw_run {
             stats_interval: std::time::Duration::from_secs(args.stats_interval),
             no_early_drop: args.no_early_drop,
             bind: args.bind,
-            node_name: args
-                .node_name
-                .or_else(|| std::env::var("NODE_NAME").ok())
-                .or_else(host_name),
+            // --node-name / NODE_NAME (shared with --kubernetes), else the host name: matched
+            // against EndpointSlice nodeName for externalTrafficPolicy: Local.
+            node_name: args.kube.node_name.clone().or_else(host_name),
             snat_ports: args.snat_ports,
             pinning: if args.no_pin {
                 lbgw::dataplane::pin::Pinning::None

@@ -511,3 +511,125 @@ fn pinned_data_plane_outlives_lbgw_and_is_adopted() {
     );
     assert!(!arping(&site, "192.0.2.53"), "ARP answered after cleanup");
 }
+
+fn l4_config_v4(backends: &[&str]) -> String {
+    let endpoints: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{addresses: [\"{b}\"]}}"))
+        .collect();
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+  annotations: {{lbipam.cilium.io/ips: "192.0.2.53"}}
+spec:
+  type: LoadBalancer
+  ports: [{{name: tcp, port: 7000, protocol: TCP, targetPort: 7001}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-v4, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: tcp, port: 7001, protocol: TCP}}]
+endpoints: [{}]
+"#,
+        endpoints.join(", ")
+    )
+}
+
+const RELOADED_GATEWAY: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: late, namespace: default}
+spec:
+  gatewayClassName: lbgw
+  addresses: [{type: IPAddress, value: 192.0.2.22}]
+  listeners:
+    - {name: http, protocol: HTTP, port: 8080}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: late, namespace: default}
+spec:
+  parentRefs: [{name: late}]
+  rules:
+    - backendRefs: [{name: web, port: 8081}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {ports: [{port: 8081}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 8081}]
+endpoints: [{addresses: ["192.0.2.101"]}]
+"#;
+
+/// A reload adds a third backend: established flows stay on their backends, new flows also
+/// reach the new one; the same reload adds a Gateway whose new port reaches the proxy through
+/// sk_lookup at once.
+#[test]
+fn l4_flows_stay_put_while_a_backend_is_added_by_a_reload() {
+    let site = site(3);
+    let _servers: Vec<NameServer> = site
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| NameServer::start(b, "[::]:7001".parse().unwrap(), &format!("b{}", i + 1)))
+        .collect();
+    let _web = HttpNameServer::start(&site.backends[0], "0.0.0.0:8081".parse().unwrap(), "web");
+    let mut lbgw = start_lbgw(&site, &l4_config_v4(&["192.0.2.101", "192.0.2.102"]));
+    let vip: SocketAddr = "192.0.2.53:7000".parse().unwrap();
+    let open = move |n: usize| {
+        move || -> Result<Vec<(NameClient, String)>, String> {
+            (0..n)
+                .map(|_| {
+                    let mut c = NameClient::connect(vip, Duration::from_secs(3))
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let name = c.ask().map_err(|e| format!("ask: {e}"))?;
+                    Ok((c, name))
+                })
+                .collect()
+        }
+    };
+    let mut held = in_netns(&site.client, open(24))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbgw.log()));
+    assert!(held.iter().all(|(_, n)| !n.starts_with("b3")));
+
+    let config = format!(
+        "{}{RELOADED_GATEWAY}",
+        l4_config_v4(&["192.0.2.101", "192.0.2.102", "192.0.2.103"])
+    );
+    std::fs::write(site.dir.path().join("config.yaml"), config).unwrap();
+    lbgw.signal(libc::SIGHUP);
+    lbgw.wait_for("configuration reloaded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+
+    for (c, name) in &mut held {
+        let again = c
+            .ask()
+            .unwrap_or_else(|e| panic!("held flow after reload: {e}"));
+        assert_eq!(&again, name, "an established flow moved");
+    }
+    let fresh = in_netns(&site.client, open(40))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbgw.log()));
+    assert!(
+        fresh.iter().any(|(_, n)| n.starts_with("b3")),
+        "no new flow reached the added backend: {:?}",
+        fresh.iter().map(|(_, n)| n).collect::<Vec<_>>()
+    );
+
+    let (ok, out) = curl(&site.client, &["http://192.0.2.22:8080/late"]);
+    assert!(ok && out.starts_with("web /late"), "{out}\n{}", lbgw.log());
+}

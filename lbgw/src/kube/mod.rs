@@ -137,6 +137,8 @@ pub enum KubeError {
     Announce(#[from] crate::announce::AnnounceError),
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
+    #[error(transparent)]
+    Admin(Box<crate::admin::AdminError>),
     #[error("installing a signal handler")]
     Signal(#[source] std::io::Error),
 }

@@ -74,6 +74,9 @@ pub struct KubeRunOptions {
     pub no_early_drop: bool,
     /// How often owned VIPs are announced again (0 = only on takeover).
     pub announce_interval: Duration,
+    /// The admin endpoint (`--admin`): metrics, `/healthz`, `/readyz` for the DaemonSet's
+    /// probes, `/status`.
+    pub admin: Option<std::net::SocketAddr>,
     /// Lease timing.
     pub lease_duration: Duration,
     pub lease_renew: Duration,
@@ -246,16 +249,32 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
     let (model, _) = GatewayModel::build(&first.config, &plan);
     let ports: BTreeSet<u16> = model.ports.iter().map(|p| p.port).collect();
     let model = Arc::new(ArcSwap::from_pointee(model));
+    let metrics = Arc::new(crate::proxy::ProxyMetrics::default());
     let proxy = Proxy::bind(
         model.clone(),
         &ProxyOptions {
             bind: opts.bind,
             ephemeral_ports: false,
             drain_timeout: PROXY_DRAIN_TIMEOUT,
+            metrics: Arc::clone(&metrics),
             ..ProxyOptions::default()
         },
-    )?
-    .spawn();
+    )?;
+    let admin = match opts.admin {
+        Some(addr) => {
+            let admin = crate::admin::Admin::new(&metrics);
+            let handle = proxy.handle();
+            admin.set_proxy(handle.clone());
+            admin.publish(&first.config, &plan, &handle.model());
+            admin
+                .serve(addr)
+                .await
+                .map_err(|e| KubeError::Admin(Box::new(e)))?;
+            Some(admin)
+        }
+        None => None,
+    };
+    let proxy = proxy.spawn();
 
     let mut xdp = if opts.no_xdp {
         None
@@ -285,6 +304,9 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
     let mut eligibility = tokio::time::interval(ELIGIBILITY_INTERVAL);
     let mut announce_tick = crate::daemon::ticker(opts.announce_interval);
     let mut apply = true;
+    if let Some(admin) = &admin {
+        admin.set_ready(true);
+    }
     info!(node = %opts.node_name, "lbgw ready (Kubernetes mode)");
     loop {
         if apply {
@@ -356,6 +378,9 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
         }
     }
     leases.shutdown().await;
+    if let Some(admin) = &admin {
+        admin.set_ready(false);
+    }
     proxy.stop().await;
     if let Some(mut xdp) = xdp {
         let _ = xdp.dataplane.sync_vips(&[]);
