@@ -42,6 +42,7 @@ pub mod names {
     pub const L4_BACKENDS: &str = "LBGW_L4_BACKENDS";
     pub const L4_RING: &str = "LBGW_L4_RING";
     pub const L4_FLOWS: &str = "LBGW_L4_FLOWS";
+    pub const L4_FLOWS_SHARED: &str = "LBGW_L4_FLOWS_SHARED";
     pub const L4_NAT: &str = "LBGW_L4_NAT";
     pub const L4_AFFINITY: &str = "LBGW_L4_AFFINITY";
 }

@@ -37,7 +37,7 @@ use network_types::{
 use crate::{
     eth::L2,
     ip::{self, L3},
-    maps::{self, L4_AFFINITY, L4_FLOWS, L4_NAT},
+    maps::{self, L4_AFFINITY, L4_FLOWS, L4_FLOWS_SHARED, L4_NAT},
     packet::{Verdict, ptr_at},
 };
 
@@ -149,8 +149,19 @@ fn try_forward(
     let mut known = false;
     // In a per-CPU LRU map an entry created on one CPU exists, zeroed, on the others: a zero
     // backend port (never a real one) marks "not seen on this CPU", not a removed backend.
+    // A flow's packets can reach another CPU (generic XDP runs on the CPU of whatever
+    // delivered the frame; RSS can be reprogrammed): a miss here falls back to the shared
+    // table, so the flow keeps its backend even when the ring changed meanwhile.
+    let mut found = false;
     if let Some(state) = unsafe { L4_FLOWS.get(&s.key) }.filter(|st| st.backend_port_be != 0) {
         s.state = *state;
+        found = true;
+    } else if let Some(state) = unsafe { L4_FLOWS_SHARED.get(&s.key) } {
+        s.state = *state;
+        found = true;
+        let _ = L4_FLOWS.insert(&s.key, &s.state, 0);
+    }
+    if found {
         match maps::l4_backend(s.state.backend) {
             Some(b) if same_backend(&b, &s.state, index) => known = true,
             _ => maps::count(Counter::L4Rebalanced),
@@ -208,6 +219,7 @@ fn try_forward(
                 .map_err(|_| Counter::L4NatExhausted)?;
         }
         let _ = L4_FLOWS.insert(&s.key, &s.state, 0);
+        let _ = L4_FLOWS_SHARED.insert(&s.key, &s.state, 0);
     }
     s.new = Rewrite::new(
         &s.state.nat_addr,

@@ -56,6 +56,11 @@ static L4_RING: Array<[u16; 4]> =
 pub static L4_FLOWS: LruPerCpuHashMap<FlowKey, FlowState> =
     LruPerCpuHashMap::pinned(L4_MAX_FLOWS, 0);
 
+/// The connection table shared by all CPUs: the fallback of a per-CPU miss, for flows whose
+/// packets moved to another CPU.
+#[map(name = "LBGW_L4_FLOWS_SHARED")]
+pub static L4_FLOWS_SHARED: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(L4_MAX_FLOWS, 0);
+
 /// Reverse NAT: (backend, translated source) → the client and VIP. Shared by all CPUs because
 /// replies arrive on whichever CPU the backend's traffic lands on.
 #[map(name = "LBGW_L4_NAT")]

@@ -241,9 +241,12 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         }
     }
     services.stop().await;
-    let mut dataplane = lock(&dataplane);
-    log_counters(&dataplane, &mut last_stats, true);
-    if dataplane.is_pinned() {
+    let pinned = {
+        let dataplane = lock(&dataplane);
+        log_counters(&dataplane, &mut last_stats, true);
+        dataplane.is_pinned()
+    };
+    if pinned {
         info!(
             iface = %iface.name,
             "the pinned data plane keeps running for the next lbgw (`lbgw cleanup` removes it)"
@@ -253,7 +256,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if let Err(err) = host.remove_local_routes().await {
         warn!("{}", error_chain(&err));
     }
-    dataplane.detach_all();
+    lock(&dataplane).detach_all();
     info!(iface = %iface.name, "XDP program detached");
     Ok(())
 }

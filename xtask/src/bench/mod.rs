@@ -203,6 +203,10 @@ fn start_targets(lbgw: &Path, dir: &Path, backend: SocketAddr) -> Result<Vec<Tar
         "127.0.0.1",
         "--lb-cidr",
         "192.0.2.0/24",
+        // Like nginx and HAProxy in this bench: no access log.
+        "--access-log",
+        "off",
+        "--no-watch",
     ])
     .arg("--config")
     .arg(&config)
