@@ -218,12 +218,14 @@ fn l4_rows(pass: &mut Xdp, floor: f64) {
         floor + extra_new,
         base_new + extra_new
     );
-    let rows: [(&str, &[u8]); 2] = [
-        ("forward, known flow (XDP_REDIRECT)", &known),
-        ("reverse NAT, backend reply (XDP_REDIRECT)", &reply),
+    // Replies leave by the interface the client's packets came in on (here `lo`, the test
+    // run's ingress): XDP_TX.
+    let rows: [(&str, &[u8], u32); 2] = [
+        ("forward, known flow (XDP_REDIRECT)", &known, XDP_REDIRECT),
+        ("reverse NAT, backend reply (XDP_TX)", &reply, XDP_TX),
     ];
-    for (name, frame) in rows {
-        let (base_single, extra) = paired(pass, dp.program(), frame, XDP_REDIRECT);
+    for (name, frame, verdict) in rows {
+        let (base_single, extra) = paired(pass, dp.program(), frame, verdict);
         println!(
             "  {name:<46} {extra:>7.1} {:>9.1} {:>9.1}",
             floor + extra,
