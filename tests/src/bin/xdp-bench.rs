@@ -62,7 +62,16 @@ fn repeated(program: &mut Xdp, frame: &[u8], expect: u32) -> f64 {
 
 fn main() {
     let mut dp = dataplane();
-    let mut ebpf = aya::Ebpf::load(lbgw::dataplane::object::bytes()).expect("load object");
+    // The object's maps are pinned by name: load it with a private pin directory, removed
+    // right away (the loaded maps live on through their fds), so nothing is left on bpffs.
+    let pins =
+        std::path::Path::new("/sys/fs/bpf").join(format!("lbgw-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&pins).expect("pin directory on bpffs");
+    let loaded = aya::EbpfLoader::new()
+        .default_map_pin_directory(&pins)
+        .load(lbgw::dataplane::object::bytes());
+    let _ = std::fs::remove_dir_all(&pins);
+    let mut ebpf = loaded.expect("load object");
     let pass: &mut Xdp = ebpf
         .program_mut(lbgw_common::names::PASS_PROGRAM)
         .expect("lbgw_pass")
