@@ -101,6 +101,20 @@ pub struct VipInfo {
     pub flags: u32,
     /// Slot of this VIP in the per-VIP statistics array (`< MAX_VIPS`).
     pub stats_index: u32,
+    /// With `VIP_F_ANNOUNCE`: answer only before this `CLOCK_MONOTONIC` time in ns (the
+    /// clock of `bpf_ktime_get_ns`); 0 for no deadline. In Kubernetes mode it is the end of
+    /// the VIP's Lease as last renewed, so that a program left attached by an lbgw that died
+    /// stops answering before another node may take the Lease over.
+    pub announce_until_ns: u64,
+}
+
+impl VipInfo {
+    /// Whether the VIP is answered for (ARP, NDP) at `now_ns`.
+    #[inline(always)]
+    pub fn announced_at(&self, now_ns: u64) -> bool {
+        self.flags & VIP_F_ANNOUNCE != 0
+            && (self.announce_until_ns == 0 || now_ns < self.announce_until_ns)
+    }
 }
 
 /// Key of the interface map: the ingress interface and the 802.1Q VLAN id the frame carried
@@ -469,7 +483,7 @@ impl Counter {
 
 // The layouts are ABI: a size change must be deliberate on both sides.
 const _: () = assert!(core::mem::size_of::<VipKey>() == 16);
-const _: () = assert!(core::mem::size_of::<VipInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<IfaceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<IfaceInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<VipStats>() == 48);

@@ -2,7 +2,7 @@
 //! reply the kernel would have sent had the VIP been a local address.
 
 use aya_ebpf::programs::XdpContext;
-use lbgw_common::{CONFIG_F_LOCAL_ROUTES, Counter, VIP_F_ANNOUNCE, VipKey};
+use lbgw_common::{CONFIG_F_LOCAL_ROUTES, Counter, VipKey};
 use network_types::arp::ArpHdr;
 
 use crate::{
@@ -63,8 +63,8 @@ fn try_answer(ctx: &XdpContext, l2: &L2) -> Result<(), Counter> {
     let Some(info) = maps::vip(&key) else {
         return Err(Counter::NotAnnounced);
     };
-    if info.flags & VIP_F_ANNOUNCE == 0 {
-        // Another node owns the VIP. With local routes for the VIPs the kernel would answer
+    if !maps::announces(&info) {
+        // Another node owns the VIP (or this node's Lease on it ran out). With local routes for the VIPs the kernel would answer
         // for it too (arp_ignore=0 answers for any local address, net/ipv4/arp.c), and two
         // nodes would claim it: the request is dropped instead.
         if maps::config().flags & CONFIG_F_LOCAL_ROUTES != 0 {

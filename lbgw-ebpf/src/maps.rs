@@ -138,15 +138,23 @@ pub fn vip(key: &VipKey) -> Option<VipInfo> {
     unsafe { VIPS.get(key) }.copied()
 }
 
-/// The VIP entry for `key`, if this node announces it.
+/// The VIP entry for `key`, if this node announces it now.
 #[inline(always)]
 pub fn announced_vip(key: &VipKey) -> Option<VipInfo> {
     // SAFETY: the value is copied out immediately; userspace only replaces whole entries.
     let info = unsafe { VIPS.get(key) }.copied()?;
-    if info.flags & lbgw_common::VIP_F_ANNOUNCE == 0 {
-        return None;
+    announces(&info).then_some(info)
+}
+
+/// Whether this node answers for the VIP now: announced, and its deadline (the end of its
+/// Lease in Kubernetes mode) not passed. The clock is read only when there is a deadline.
+#[inline(always)]
+pub fn announces(info: &VipInfo) -> bool {
+    if info.announce_until_ns == 0 {
+        return info.flags & lbgw_common::VIP_F_ANNOUNCE != 0;
     }
-    Some(info)
+    // SAFETY: a helper without arguments; CLOCK_MONOTONIC, as userspace writes the deadline.
+    info.announced_at(unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() })
 }
 
 /// The configuration of an interface and VLAN: untagged frames of small ifindexes from the

@@ -11,11 +11,11 @@
 //! SIGTERM/SIGINT stop accepting and drain in-flight requests for up to `--drain-timeout`.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -34,12 +34,12 @@ use crate::{
         sys::{self, Interface, SysError},
     },
     gateway::GatewayModel,
-    ipam::{self, IpamError, Plan, Pools, State},
+    ipam::{IpamError, Plan, State},
     proxy::{
         AccessLog, AccessLogFormat, Limits, OutlierOptions, Proxy, ProxyError, ProxyHandle,
         ProxyMetrics, ProxyOptions,
     },
-    reload::{self, Current, FileWatch, IpamSource, ReloadError, Reloader},
+    reload::{self, Allocations, Current, FileWatch, IpamSource, ReloadError, Reloader},
 };
 
 /// What `lbgw run` was asked to do.
@@ -121,159 +121,236 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     sys::check_privileges()?;
     let iface = Interface::by_name(iface_name)?;
 
-    let (config, pools, plan) = allocate(&opts)?;
+    let current = allocate(&opts)?;
     // Without --bind, the proxy listens on loopback only, on ephemeral ports, and the
     // sk_lookup program hands it the connections to its VIPs.
     let steered = opts.bind.is_none();
-    let mut services = start_services(
-        &opts,
-        Current {
-            config,
-            pools,
-            plan,
-        },
-        steered,
-    )
-    .await?;
-
-    let mut dataplane = Dataplane::load_with(object::bytes(), &opts.pinning)?;
-    dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
-    for &vlan in &opts.vlans {
-        dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
-    }
-    let synced = sync_maps(
-        &mut dataplane,
-        services.reloader.current(),
-        &services.handle,
-        &opts,
-        steered,
-    )?;
-    if steered {
-        dataplane.attach_sk_lookup()?;
-    }
-    let mode = dataplane.attach(&iface, opts.xdp_mode)?;
-    dataplane.remove_stale_pins();
-    info!(
-        iface = %iface.name,
-        mac = %sys::format_mac(&iface.mac),
-        %mode,
-        vips = synced.vips.len(),
-        l4_frontends = synced.l4_frontends,
-        "XDP program attached; answering ARP/NDP for the VIPs"
-    );
-    // Local routes only once XDP drops ARP for VIPs other nodes own: with a local route the
-    // kernel would answer for them.
-    let mut host = Host::new()?;
-    if let Err(err) = sync_host(&mut host, &synced, &iface.name).await {
-        if !dataplane.is_pinned() {
-            dataplane.detach_all();
-        }
-        return Err(err.into());
-    }
-    let backends = dataplane.l4_backend_ips();
-    host.resolve_neighbours(&backends).await;
-    let dataplane = Arc::new(Mutex::new(dataplane));
-    if let Some(admin) = &services.admin {
-        admin.set_dataplane(Arc::new(XdpStats(Arc::clone(&dataplane))));
-    }
-
-    let announcer = Announcer::new(iface.ifindex, iface.mac)?;
-    let mut ips: Vec<IpAddr> = synced
-        .vips
-        .iter()
-        .filter(|v| v.announce)
-        .map(|v| v.ip)
-        .collect();
-    announce_all(&announcer, &ips, &opts.vlans);
+    let mut services = start_services(&opts, current, steered, state_file(&opts)).await?;
+    let mut node = XdpNode::start(&opts, iface, &services, steered, None).await?;
     services.ready("");
 
     let mut signals = Signals::new()?;
     let mut announce_tick = interval(opts.announce_interval);
     let mut stats_tick = interval(opts.stats_interval);
-    let mut last_stats = None;
     loop {
         let reloaded = tokio::select! {
             _ = signals.int.recv() => { info!("SIGINT: shutting down"); break; }
             _ = signals.term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = signals.hup.recv() => services.reload(&opts, "SIGHUP", true),
             () = services.watch_changed() => services.reload(&opts, "file change", false),
-            _ = announce_tick.tick() => { announce_all(&announcer, &ips, &opts.vlans); false }
-            _ = stats_tick.tick() => {
-                log_counters(&lock(&dataplane), &mut last_stats, false);
-                false
-            }
+            _ = announce_tick.tick() => { node.announce(&opts.vlans); false }
+            _ = stats_tick.tick() => { node.log_counters(false); false }
         };
         if reloaded {
-            // The XDP side of a reload: VIPs, L4 rings, served ports, proxy sockets, routes.
-            let synced = sync_maps(
-                &mut lock(&dataplane),
-                services.reloader.current(),
-                &services.handle,
-                &opts,
-                steered,
-            );
-            match synced {
-                Ok(synced) => {
-                    if let Err(err) = sync_host(&mut host, &synced, &iface.name).await {
-                        error!(
-                            "updating local routes after a reload: {}",
-                            error_chain(&err)
-                        );
-                    }
-                    let backends = lock(&dataplane).l4_backend_ips();
-                    host.resolve_neighbours(&backends).await;
-                    let new: Vec<IpAddr> = synced
-                        .vips
-                        .iter()
-                        .filter(|v| v.announce)
-                        .map(|v| v.ip)
-                        .collect();
-                    let fresh: Vec<IpAddr> =
-                        new.iter().filter(|ip| !ips.contains(ip)).copied().collect();
-                    announce_all(&announcer, &fresh, &opts.vlans);
-                    ips = new;
-                }
-                Err(err) => error!(
-                    "updating the XDP maps after a reload: {}",
-                    error_chain(&err)
-                ),
-            }
+            node.sync(&services, &opts, None).await;
         }
     }
     services.stop().await;
-    let pinned = {
-        let dataplane = lock(&dataplane);
-        log_counters(&dataplane, &mut last_stats, true);
-        dataplane.is_pinned()
-    };
-    if pinned {
+    node.stop().await;
+    Ok(())
+}
+
+/// The XDP side of a running lbgw, the same in file and Kubernetes mode: the data plane on
+/// one interface (pinned, or adopted from a pinned one), the local routes and neighbour
+/// entries it needs, and the announcer.
+pub(crate) struct XdpNode {
+    iface: Interface,
+    dataplane: Arc<Mutex<Dataplane>>,
+    host: Host,
+    announcer: Announcer,
+    steered: bool,
+    /// The VIP map as last written.
+    vips: Vec<VipEntry>,
+    /// The VIPs announced (answered, and sent gratuitously) since the last sync.
+    announced: Vec<IpAddr>,
+    last_stats: Option<String>,
+}
+
+impl XdpNode {
+    /// Loads the data plane (adopting a pinned one), programs it for what `services` serve,
+    /// attaches it, adds the local routes and announces the VIPs: all of them, or with
+    /// `owned` (Kubernetes mode) those whose Lease this node holds.
+    pub(crate) async fn start(
+        opts: &RunOptions,
+        iface: Interface,
+        services: &Services,
+        steered: bool,
+        owned: Option<&Held>,
+    ) -> Result<Self, DaemonError> {
+        let mut dataplane = Dataplane::load_with(object::bytes(), &opts.pinning)?;
+        dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
+        for &vlan in &opts.vlans {
+            dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
+        }
+        let current = services.reloader.current();
+        let synced = sync_maps(
+            &mut dataplane,
+            current,
+            &services.handle,
+            opts,
+            &iface.name,
+            steered,
+            owned,
+        )?;
+        if steered {
+            dataplane.attach_sk_lookup()?;
+        }
+        let mode = dataplane.attach(&iface, opts.xdp_mode)?;
+        dataplane.remove_stale_pins();
         info!(
             iface = %iface.name,
-            "the pinned data plane keeps running for the next lbgw (`lbgw cleanup` removes it)"
+            mac = %sys::format_mac(&iface.mac),
+            %mode,
+            vips = synced.vips.len(),
+            announced = synced.vips.iter().filter(|v| v.announce).count(),
+            l4_frontends = synced.l4_frontends,
+            "XDP program attached; answering ARP/NDP for the announced VIPs"
         );
-        return Ok(());
+        // Local routes only once XDP drops ARP for VIPs other nodes own: with a local route
+        // the kernel would answer for them.
+        let mut host = Host::new()?;
+        if let Err(err) = sync_host(&mut host, &synced, &iface.name).await {
+            if !dataplane.is_pinned() {
+                dataplane.detach_all();
+            }
+            return Err(err.into());
+        }
+        host.resolve_neighbours(&dataplane.l4_backend_ips()).await;
+        let dataplane = Arc::new(Mutex::new(dataplane));
+        if let Some(admin) = &services.admin {
+            admin.set_dataplane(Arc::new(XdpStats(Arc::clone(&dataplane))));
+        }
+        let node = XdpNode {
+            announcer: Announcer::new(iface.ifindex, iface.mac)?,
+            iface,
+            dataplane,
+            host,
+            steered,
+            announced: announced(&synced),
+            vips: synced.vips,
+            last_stats: None,
+        };
+        node.announce(&opts.vlans);
+        Ok(node)
     }
-    if let Err(err) = host.remove_local_routes().await {
-        warn!("{}", error_chain(&err));
+
+    /// Makes the data plane follow what `services` serve now (after a reload) and, in
+    /// Kubernetes mode, the VIPs this node holds (`owned`): VIPs, L4 rings, served ports,
+    /// proxy sockets, local routes, neighbours. VIPs announced from now on are announced at
+    /// once (gratuitous ARP / unsolicited NA: a takeover). Errors are logged: the data plane
+    /// keeps what it had.
+    pub(crate) async fn sync(
+        &mut self,
+        services: &Services,
+        opts: &RunOptions,
+        owned: Option<&Held>,
+    ) {
+        let synced = sync_maps(
+            &mut lock(&self.dataplane),
+            services.reloader.current(),
+            &services.handle,
+            opts,
+            &self.iface.name,
+            self.steered,
+            owned,
+        );
+        let synced = match synced {
+            Ok(synced) => synced,
+            Err(err) => {
+                error!("updating the XDP maps: {}", error_chain(&err));
+                return;
+            }
+        };
+        if let Err(err) = sync_host(&mut self.host, &synced, &self.iface.name).await {
+            error!("updating local routes: {}", error_chain(&err));
+        }
+        let backends = lock(&self.dataplane).l4_backend_ips();
+        self.host.resolve_neighbours(&backends).await;
+        let now = announced(&synced);
+        let fresh: Vec<IpAddr> = now
+            .iter()
+            .filter(|ip| !self.announced.contains(ip))
+            .copied()
+            .collect();
+        if !fresh.is_empty() {
+            info!(vips = ?fresh, "announcing: gratuitous ARP / unsolicited NA");
+            announce_all(&self.announcer, &fresh, &opts.vlans);
+        }
+        self.announced = now;
+        self.vips = synced.vips;
     }
-    lock(&dataplane).detach_all();
-    info!(iface = %iface.name, "XDP program detached");
-    Ok(())
+
+    /// Moves the end of each held VIP's announcement to the end of its Lease as last renewed
+    /// (Kubernetes mode, every Lease poll). A VIP no longer held stops being answered at once.
+    pub(crate) fn renew(&mut self, held: &Held) {
+        for vip in &mut self.vips {
+            vip.announce = vip.announce && held.contains_key(&vip.ip);
+            vip.until = held.get(&vip.ip).copied();
+        }
+        if let Err(err) = lock(&self.dataplane).sync_vips(&self.vips) {
+            warn!("renewing the VIPs' announcements: {}", error_chain(&err));
+        }
+    }
+
+    /// The interface the data plane runs on.
+    pub(crate) fn iface_name(&self) -> &str {
+        &self.iface.name
+    }
+
+    /// Announces every announced VIP again (`--announce-interval`).
+    pub(crate) fn announce(&self, vlans: &[u16]) {
+        announce_all(&self.announcer, &self.announced, vlans);
+    }
+
+    /// Stops answering ARP/NDP for every VIP (Kubernetes mode, before its Leases are released
+    /// on shutdown: a pinned program must not keep answering for VIPs another node takes).
+    pub(crate) fn withdraw(&mut self) {
+        for vip in &mut self.vips {
+            vip.announce = false;
+        }
+        if let Err(err) = lock(&self.dataplane).sync_vips(&self.vips) {
+            warn!("withdrawing the VIPs: {}", error_chain(&err));
+        }
+        self.announced.clear();
+    }
+
+    /// Logs the counters when they changed (or `always`).
+    pub(crate) fn log_counters(&mut self, always: bool) {
+        log_counters(&lock(&self.dataplane), &mut self.last_stats, always);
+    }
+
+    /// At exit: a pinned data plane keeps running for the next lbgw; otherwise the local
+    /// routes are removed and the programs detached.
+    pub(crate) async fn stop(mut self) {
+        self.log_counters(true);
+        if lock(&self.dataplane).is_pinned() {
+            info!(
+                iface = %self.iface.name,
+                "the pinned data plane keeps running for the next lbgw (`lbgw cleanup` removes it)"
+            );
+            return;
+        }
+        if let Err(err) = self.host.remove_local_routes().await {
+            warn!("{}", error_chain(&err));
+        }
+        lock(&self.dataplane).detach_all();
+        info!(iface = %self.iface.name, "XDP program detached");
+    }
+}
+
+fn announced(synced: &Synced) -> Vec<IpAddr> {
+    synced
+        .vips
+        .iter()
+        .filter(|v| v.announce)
+        .map(|v| v.ip)
+        .collect()
 }
 
 /// `lbgw run --no-xdp`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy_only(opts: &RunOptions) -> Result<(), DaemonError> {
-    let (config, pools, plan) = allocate(opts)?;
-    let mut services = start_services(
-        opts,
-        Current {
-            config,
-            pools,
-            plan,
-        },
-        false,
-    )
-    .await?;
+    let current = allocate(opts)?;
+    let mut services = start_services(opts, current, false, state_file(opts)).await?;
     services.ready(" (proxy only, no XDP)");
     let mut signals = Signals::new()?;
     loop {
@@ -296,17 +373,19 @@ struct Synced {
     proxied: BTreeSet<IpAddr>,
 }
 
-/// Makes the data plane's maps follow `current` (at start and after every reload): the VIPs,
-/// the L4 frontends and their Maglev rings, the served ports and who serves them, and the
-/// proxy's listening sockets for sk_lookup.
+/// Makes the data plane's maps follow `current` (at start and after every reload): the VIPs
+/// (announced: all, or the `owned` ones), the L4 frontends and their Maglev rings, the served
+/// ports and who serves them, and the proxy's listening sockets for sk_lookup.
 fn sync_maps(
     dataplane: &mut Dataplane,
     current: &Current,
     proxy: &ProxyHandle,
     opts: &RunOptions,
+    iface: &str,
     steered: bool,
+    owned: Option<&Held>,
 ) -> Result<Synced, DataplaneError> {
-    let vips = vip_entries(&current.plan);
+    let vips = vip_entries(&current.plan, owned);
     dataplane.sync_vips(&vips)?;
     let frontends = crate::l4::frontends(&current.config, &current.plan, opts.node_name.as_deref());
     dataplane.set_l4(&frontends)?;
@@ -327,7 +406,7 @@ fn sync_maps(
     if steered {
         dataplane.steer_to_proxy(&sockets)?;
     }
-    warn_forwarding_off(opts.iface.as_deref().unwrap_or_default(), &frontends);
+    warn_forwarding_off(iface, &frontends);
     Ok(Synced {
         vips,
         l4_frontends: frontends.len(),
@@ -348,16 +427,21 @@ async fn sync_host(host: &mut Host, synced: &Synced, iface: &str) -> Result<(), 
     Ok(())
 }
 
-/// The VIPs as the XDP program takes them.
-fn vip_entries(plan: &Plan) -> Vec<VipEntry> {
+/// The VIPs as the XDP program takes them: announced all (file mode), or only the `owned`
+/// ones, each until its Lease ends (Kubernetes mode).
+fn vip_entries(plan: &Plan, owned: Option<&Held>) -> Vec<VipEntry> {
     plan.vips()
         .iter()
         .map(|v| VipEntry {
             ip: v.ip,
-            announce: true,
+            announce: owned.is_none_or(|o| o.contains_key(&v.ip)),
+            until: owned.and_then(|o| o.get(&v.ip).copied()),
         })
         .collect()
 }
+
+/// The VIPs this node holds the Leases of, each with the end of its Lease (Kubernetes mode).
+pub(crate) type Held = BTreeMap<IpAddr, Instant>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -412,19 +496,20 @@ impl Signals {
     }
 }
 
-/// The proxy, the admin endpoint and the reloader, as `lbgw run` starts them.
-struct Services {
+/// The proxy, the admin endpoint and the reloader, as `lbgw run` starts them (in either mode).
+pub(crate) struct Services {
     proxy: crate::proxy::RunningProxy,
     /// The proxy, for its listening sockets.
     handle: ProxyHandle,
     admin: Option<Arc<Admin>>,
-    reloader: Reloader,
+    /// Applies new configuration snapshots.
+    pub(crate) reloader: Reloader,
     watch: Option<FileWatch>,
 }
 
 impl Services {
     /// `/readyz` answers 200 from now on.
-    fn ready(&self, note: &str) {
+    pub(crate) fn ready(&self, note: &str) {
         if let Some(admin) = &self.admin {
             admin.set_ready(true);
         }
@@ -445,7 +530,8 @@ impl Services {
         matches!(outcome, Ok(Some(_)))
     }
 
-    async fn stop(self) {
+    /// Stops accepting and drains the proxy.
+    pub(crate) async fn stop(self) {
         if let Some(admin) = &self.admin {
             admin.set_ready(false);
         }
@@ -453,11 +539,12 @@ impl Services {
     }
 }
 
-/// Starts the proxy for `current`, the admin endpoint and the file watch.
-async fn start_services(
+/// Starts the proxy for `current`, the admin endpoint and the file watch (`opts.watch`).
+pub(crate) async fn start_services(
     opts: &RunOptions,
     current: Current,
     steered: bool,
+    allocations: Allocations,
 ) -> Result<Services, DaemonError> {
     let metrics = Arc::new(ProxyMetrics::default());
     let admin = opts.admin.map(|_| Admin::new(&metrics));
@@ -474,11 +561,7 @@ async fn start_services(
     };
     let services_handle = handle.clone();
     let reloader = Reloader::new(
-        IpamSource {
-            lb_cidrs: opts.lb_cidrs.clone(),
-            env_lb_cidr: opts.env_lb_cidr.clone(),
-            state: opts.state.clone(),
-        },
+        ipam_source(opts, allocations),
         handle,
         admin.clone(),
         metrics,
@@ -493,27 +576,34 @@ async fn start_services(
     })
 }
 
+/// The pools' sources and where allocations are kept.
+pub(crate) fn ipam_source(opts: &RunOptions, allocations: Allocations) -> IpamSource {
+    IpamSource {
+        lb_cidrs: opts.lb_cidrs.clone(),
+        env_lb_cidr: opts.env_lb_cidr.clone(),
+        allocations,
+    }
+}
+
+fn state_file(opts: &RunOptions) -> Allocations {
+    Allocations::StateFile(opts.state.clone())
+}
+
 /// Loads the configuration and allocates the VIPs, saving the allocation state.
-fn allocate(opts: &RunOptions) -> Result<(config::Config, Pools, Plan), DaemonError> {
+fn allocate(opts: &RunOptions) -> Result<Current, DaemonError> {
     let config = config::load(&opts.config)?;
-    let pools = Pools::resolve(&opts.lb_cidrs, opts.env_lb_cidr.as_deref(), &config)?;
     // A state file that cannot be read is an error, not an empty state: starting empty and
     // saving over it would move every object to a new address.
     let previous = State::load(&opts.state)?;
-    let plan = ipam::allocate(&pools, &config, &previous);
-    for err in plan.errors.iter().flat_map(|e| e.errors()) {
-        error!("{}", error_chain(err));
-    }
-    if let Err(err) = plan.state().save(&opts.state) {
-        warn!(
-            "{}; allocations will not be remembered across restarts",
-            error_chain(&err)
-        );
-    }
+    let (pools, plan) = ipam_source(opts, state_file(opts)).allocate(&config, &previous)?;
     for vip in plan.vips() {
         info!(ip = %vip.ip, owner = %vip.owner, pool = %vip.pool, "VIP allocated");
     }
-    Ok((config, pools, plan))
+    Ok(Current {
+        config,
+        pools,
+        plan,
+    })
 }
 
 /// Builds the Gateway model and starts serving it; logs `proxy listening on <addr>` per

@@ -7,7 +7,7 @@ use lbgw::kube::run::KubeRunOptions;
 use crate::lbgw_run::RunArgs;
 
 /// Kubernetes mode: the configuration comes from the API server.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct KubeArgs {
     /// Read the configuration from the Kubernetes API (in-cluster service account, or
     /// --kubeconfig) instead of files, write status, and elect VIP owners with Leases.
@@ -68,33 +68,27 @@ pub struct KubeArgs {
     pub lease_poll_ms: u64,
 }
 
-/// `lbgw run --kubernetes`.
+/// `lbgw run --kubernetes`: the options both modes share, plus the Kubernetes ones.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let kube = args.kube;
+    let kube = args.kube.clone();
+    let no_xdp = args.no_xdp;
     let iface_regex = kube
         .iface_regex
         .as_deref()
         .map(regex::Regex::new)
         .transpose()
         .context("--iface-regex")?;
+    let node_name = kube
+        .node_name
+        .context("--node-name (or NODE_NAME) is required")?;
     let opts = KubeRunOptions {
+        run: crate::lbgw_run::run_options(args),
         kubeconfig: kube.kubeconfig,
-        node_name: kube
-            .node_name
-            .context("--node-name (or NODE_NAME) is required")?,
+        node_name,
         namespace: kube.lease_namespace,
         node_selector: kube.node_selector,
-        iface: args.iface,
         iface_regex,
-        no_xdp: args.no_xdp,
-        xdp_mode: args.xdp_mode,
-        vlans: args.vlans,
-        lb_cidrs: args.pool.lb_cidr,
-        env_lb_cidr: std::env::var("CILIUM_LB_CIDR").ok(),
-        bind: args.bind,
-        no_early_drop: args.no_early_drop,
-        announce_interval: Duration::from_secs(args.announce_interval),
-        admin: args.admin,
+        no_xdp,
         lease_duration: Duration::from_millis(kube.lease_duration_ms),
         lease_renew: Duration::from_millis(kube.lease_renew_ms),
         lease_poll: Duration::from_millis(kube.lease_poll_ms),

@@ -214,7 +214,17 @@ mod lbgw_run {
         if args.kube.kubernetes {
             return crate::kube_args::run(args);
         }
-        let opts = lbgw::daemon::RunOptions {
+        let opts = run_options(args);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(lbgw::daemon::run(opts))?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The options of `lbgw run` both modes share.
+    pub fn run_options(args: RunArgs) -> lbgw::daemon::RunOptions {
+        lbgw::daemon::RunOptions {
             config: args.config,
             iface: args.iface,
             lb_cidrs: args.pool.lb_cidr,
@@ -256,14 +266,10 @@ mod lbgw_run {
                 base_ejection: args.limits.outlier_base_ejection,
                 max_ejection: args.limits.outlier_max_ejection,
             },
-            watch: !args.no_watch,
+            // Kubernetes mode has no files to watch.
+            watch: !args.no_watch && !args.kube.kubernetes,
             watch_debounce: args.watch_debounce,
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(lbgw::daemon::run(opts))?;
-        Ok(ExitCode::SUCCESS)
+        }
     }
 
     /// `FIRST-LAST` → (first, count).

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::admin::Admin;
 use crate::config::{self, Config, ConfigError, error_chain};
 use crate::gateway::GatewayModel;
-use crate::ipam::{self, IpamError, Plan, Pools};
+use crate::ipam::{self, IpamError, Plan, Pools, State};
 use crate::proxy::metrics::ResultLabels;
 use crate::proxy::{PortChanges, ProxyError, ProxyHandle, ProxyMetrics};
 
@@ -82,8 +82,46 @@ pub struct IpamSource {
     pub lb_cidrs: Vec<String>,
     /// `CILIUM_LB_CIDR`.
     pub env_lb_cidr: Option<String>,
-    /// The state file (`--state`).
-    pub state: PathBuf,
+    /// Where allocations survive restarts.
+    pub allocations: Allocations,
+}
+
+/// Where the VIP allocations of earlier runs are kept.
+#[derive(Clone, Debug)]
+pub enum Allocations {
+    /// File mode: a state file (`--state`), written after every allocation.
+    StateFile(PathBuf),
+    /// Kubernetes mode: the objects' status, which the leader writes
+    /// ([`crate::kube::state_from_status`]); what it has published comes first, then the
+    /// running allocation for objects it has not published yet.
+    Status,
+}
+
+impl IpamSource {
+    /// The pools of `config` and its allocation, starting from `running` (the allocation
+    /// being served, empty at start) and from what earlier runs kept.
+    pub fn allocate(&self, config: &Config, running: &State) -> Result<(Pools, Plan), IpamError> {
+        let pools = Pools::resolve(&self.lb_cidrs, self.env_lb_cidr.as_deref(), config)?;
+        let previous = match &self.allocations {
+            Allocations::StateFile(_) => running.clone(),
+            Allocations::Status => {
+                crate::kube::state_from_status(config, &pools).merged_with(running)
+            }
+        };
+        let plan = ipam::allocate(&pools, config, &previous);
+        for err in plan.errors.iter().flat_map(|e| e.errors()) {
+            tracing::error!("{}", error_chain(err));
+        }
+        if let Allocations::StateFile(path) = &self.allocations
+            && let Err(err) = plan.state().save(path)
+        {
+            tracing::warn!(
+                "{}; allocations will not be remembered across restarts",
+                error_chain(&err)
+            );
+        }
+        Ok((pools, plan))
+    }
 }
 
 /// Applies configuration snapshots to the running proxy (and tells the admin endpoint).
@@ -131,25 +169,11 @@ impl Reloader {
     }
 
     fn try_apply(&mut self, config: Config) -> Result<ReloadSummary, ReloadError> {
-        let pools = Pools::resolve(
-            &self.ipam.lb_cidrs,
-            self.ipam.env_lb_cidr.as_deref(),
-            &config,
-        )?;
         // The running allocation is the starting point, so every object keeps its address.
-        let plan = ipam::allocate(&pools, &config, &self.current.plan.state());
-        for err in plan.errors.iter().flat_map(|e| e.errors()) {
-            tracing::error!("{}", error_chain(err));
-        }
+        let (pools, plan) = self.ipam.allocate(&config, &self.current.plan.state())?;
         let (model, _status) = GatewayModel::build(&config, &plan);
         let listeners = model.listeners().count();
         let ports = self.proxy.update(model)?;
-        if let Err(err) = plan.state().save(&self.ipam.state) {
-            tracing::warn!(
-                "{}; allocations will not be remembered across restarts",
-                error_chain(&err)
-            );
-        }
         let old: Vec<_> = self.current.plan.vips().iter().map(|v| v.ip).collect();
         let new: Vec<_> = plan.vips().iter().map(|v| v.ip).collect();
         self.generation += 1;
@@ -328,7 +352,7 @@ mod tests {
             IpamSource {
                 lb_cidrs,
                 env_lb_cidr: None,
-                state: dir.join("ipam.json"),
+                allocations: Allocations::StateFile(dir.join("ipam.json")),
             },
             handle,
             None,

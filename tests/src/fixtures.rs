@@ -48,14 +48,17 @@ pub fn dataplane() -> Dataplane {
         VipEntry {
             ip: IpAddr::from(VIP),
             announce: true,
+            until: None,
         },
         VipEntry {
             ip: IpAddr::from(VIP_NOT_ANNOUNCED),
             announce: false,
+            until: None,
         },
         VipEntry {
             ip: IpAddr::from(vip6()),
             announce: true,
+            until: None,
         },
     ])
     .unwrap();

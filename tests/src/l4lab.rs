@@ -163,10 +163,12 @@ impl L4Lab {
             VipEntry {
                 ip: IpAddr::from(VIP),
                 announce: true,
+                until: None,
             },
             VipEntry {
                 ip: IpAddr::from(vip6()),
                 announce: true,
+                until: None,
             },
         ])
         .expect("sync_vips");

@@ -469,6 +469,7 @@ fn vip_removed_from_the_plan_is_no_longer_answered() {
     dp.sync_vips(&[VipEntry {
         ip: IpAddr::from(vip6()),
         announce: true,
+        until: None,
     }])
     .unwrap();
     assert_eq!(run(&mut dp, &arp_request_for(VIP, None)).0, XDP_PASS);
@@ -482,4 +483,47 @@ fn vip_removed_from_the_plan_is_no_longer_answered() {
         .0,
         XDP_TX
     );
+}
+
+/// Kubernetes mode: a VIP is answered until the end of its Lease only, so a program left
+/// attached by an lbgw that died stops answering before another node may take the VIP over.
+#[test]
+fn a_vip_is_answered_until_its_lease_ends() {
+    use std::time::{Duration, Instant};
+    let mut dp = dataplane();
+    let (snm, snm_mac) = solicited_node(vip6());
+    let ns = ns_frame(client6(), snm, snm_mac, vip6(), true, 255);
+    let set = |dp: &mut lbgw::dataplane::Dataplane, until: Instant| {
+        dp.sync_vips(&[
+            VipEntry {
+                ip: IpAddr::from(VIP),
+                announce: true,
+                until: Some(until),
+            },
+            VipEntry {
+                ip: IpAddr::from(vip6()),
+                announce: true,
+                until: Some(until),
+            },
+        ])
+        .unwrap();
+    };
+    set(&mut dp, Instant::now() + Duration::from_secs(30));
+    assert_eq!(run(&mut dp, &arp_request_for(VIP, None)).0, XDP_TX);
+    assert_eq!(run(&mut dp, &ns).0, XDP_TX);
+    // The Lease ended (not renewed): neither ARP nor NDP is answered any more.
+    set(&mut dp, Instant::now());
+    assert_eq!(run(&mut dp, &arp_request_for(VIP, None)).0, XDP_PASS);
+    assert_ne!(run(&mut dp, &ns).0, XDP_TX);
+    // Renewed: answered again.
+    set(&mut dp, Instant::now() + Duration::from_secs(30));
+    assert_eq!(run(&mut dp, &arp_request_for(VIP, None)).0, XDP_TX);
+    // And the deadline is a real clock: 300 ms from now it is answered, 400 ms later not.
+    set(&mut dp, Instant::now() + Duration::from_millis(300));
+    assert_eq!(run(&mut dp, &arp_request_for(VIP, None)).0, XDP_TX);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(run(&mut dp, &arp_request_for(VIP, None)).0, XDP_PASS);
+    let (global, _) = dp.counters().unwrap();
+    assert_eq!(global.get(Counter::ArpReplied), 3);
+    assert_eq!(global.get(Counter::NotAnnounced), 3);
 }

@@ -174,9 +174,11 @@ impl std::fmt::Display for AttachMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VipEntry {
     pub ip: IpAddr,
-    /// Whether this node announces it (answers ARP/NDP). Always true until VIP ownership is
-    /// elected between nodes.
+    /// Whether this node announces it (answers ARP/NDP): always in file mode, while it holds
+    /// the VIP's Lease in Kubernetes mode.
     pub announce: bool,
+    /// Announce only until then (the end of the Lease); `None` for no end.
+    pub until: Option<std::time::Instant>,
 }
 
 /// The loaded XDP program and its maps.
@@ -590,7 +592,10 @@ impl Dataplane {
     /// zeroed counters in a fresh slot), updates flags of the rest. A VIP that stays keeps its
     /// counters.
     pub fn sync_vips(&mut self, vips: &[VipEntry]) -> Result<(), DataplaneError> {
-        let wanted: BTreeMap<IpAddr, bool> = vips.iter().map(|v| (v.ip, v.announce)).collect();
+        let wanted: BTreeMap<IpAddr, (bool, u64)> = vips
+            .iter()
+            .map(|v| (v.ip, (v.announce, v.until.map_or(0, sys::monotonic_ns))))
+            .collect();
         let gone: Vec<IpAddr> = self
             .slots
             .keys()
@@ -609,7 +614,7 @@ impl Dataplane {
                 }
             }
         }
-        for (&ip, &announce) in &wanted {
+        for (&ip, &(announce, announce_until_ns)) in &wanted {
             let slot = match self.slots.get(&ip) {
                 Some(&slot) => slot,
                 None => {
@@ -624,6 +629,7 @@ impl Dataplane {
             let info = VipInfo {
                 flags: if announce { VIP_F_ANNOUNCE } else { 0 },
                 stats_index: slot,
+                announce_until_ns,
             };
             self.vips
                 .insert(vip_key(ip), info, 0)

@@ -179,6 +179,23 @@ pub fn check_privileges() -> Result<(), SysError> {
     }
 }
 
+/// `deadline` on the clock XDP programs read (`bpf_ktime_get_ns`: `CLOCK_MONOTONIC` in ns,
+/// which is also the clock of [`std::time::Instant`] on Linux); at least 1, as 0 means "no
+/// deadline" to the program. A deadline already passed is now.
+pub fn monotonic_ns(deadline: std::time::Instant) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0);
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    now.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
+        .max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,22 @@ impl State {
         }
     }
 
+    /// These allocations, then those of `other` that conflict with none of them: neither
+    /// their address nor their owner's address of the same family is taken here.
+    pub fn merged_with(&self, other: &State) -> State {
+        let mut allocations = self.allocations.clone();
+        for vip in &other.allocations {
+            let taken = self.allocations.iter().any(|mine| {
+                mine.ip == vip.ip
+                    || (mine.owner == vip.owner && mine.ip.is_ipv4() == vip.ip.is_ipv4())
+            });
+            if !taken {
+                allocations.push(vip.clone());
+            }
+        }
+        State::new(allocations)
+    }
+
     /// Reads the state file. A missing file is an empty state (first start); an unreadable,
     /// corrupt or newer-version file is an error naming the path, never silently discarded, as
     /// that would move every address.

@@ -166,6 +166,7 @@ pub struct LeaseSet {
     desired: watch::Sender<BTreeSet<IpAddr>>,
     eligible: watch::Sender<bool>,
     ownership: watch::Receiver<Ownership>,
+    held_until: watch::Receiver<BTreeMap<IpAddr, Instant>>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -176,6 +177,7 @@ impl LeaseSet {
         let (desired, desired_rx) = watch::channel(BTreeSet::new());
         let (eligible, eligible_rx) = watch::channel(true);
         let (ownership_tx, ownership) = watch::channel(Ownership::default());
+        let (held_until_tx, held_until) = watch::channel(BTreeMap::new());
         let (stop, stop_rx) = watch::channel(false);
         let api: Api<Lease> = Api::namespaced(client, &opts.namespace);
         let participant = Participant {
@@ -184,11 +186,20 @@ impl LeaseSet {
             observed: BTreeMap::new(),
             held: BTreeMap::new(),
         };
-        let task = tokio::spawn(participant.run(desired_rx, eligible_rx, ownership_tx, stop_rx));
+        let task = tokio::spawn(participant.run(
+            desired_rx,
+            eligible_rx,
+            Published {
+                ownership: ownership_tx,
+                held_until: held_until_tx,
+            },
+            stop_rx,
+        ));
         LeaseSet {
             desired,
             eligible,
             ownership,
+            held_until,
             stop,
             task: Some(task),
         }
@@ -210,6 +221,12 @@ impl LeaseSet {
         self.ownership.clone()
     }
 
+    /// The VIPs this node holds, each with the end of its Lease as last renewed (on this
+    /// node's monotonic clock): updated every poll, without notification.
+    pub fn held_until(&self) -> BTreeMap<IpAddr, Instant> {
+        self.held_until.borrow().clone()
+    }
+
     /// Releases every Lease this node holds and stops.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
@@ -225,6 +242,12 @@ impl Drop for LeaseSet {
             task.abort();
         }
     }
+}
+
+/// What the participant publishes after each poll.
+struct Published {
+    ownership: watch::Sender<Ownership>,
+    held_until: watch::Sender<BTreeMap<IpAddr, Instant>>,
 }
 
 struct Participant {
@@ -248,7 +271,7 @@ impl Participant {
         mut self,
         desired: watch::Receiver<BTreeSet<IpAddr>>,
         eligible: watch::Receiver<bool>,
-        ownership: watch::Sender<Ownership>,
+        published: Published,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(self.opts.poll);
@@ -264,7 +287,9 @@ impl Participant {
                 warn!("leases: {}", error_chain(&err));
             }
             let now = Instant::now();
-            ownership.send_if_modified(|o| {
+            // Deadlines first: whoever reacts to an ownership change reads them.
+            published.held_until.send_replace(self.held_until(now));
+            published.ownership.send_if_modified(|o| {
                 let new = self.ownership(now);
                 if *o != new {
                     info!(leader = new.leader, vips = ?new.vips, "lease ownership changed");
@@ -281,7 +306,21 @@ impl Participant {
                 warn!("leases: {}", error_chain(&err));
             }
         }
-        ownership.send_replace(Ownership::default());
+        published.held_until.send_replace(BTreeMap::new());
+        published.ownership.send_replace(Ownership::default());
+    }
+
+    /// The VIPs held at `now`, each with the end of its Lease: the last successful write
+    /// plus the duration.
+    fn held_until(&self, now: Instant) -> BTreeMap<IpAddr, Instant> {
+        self.observed
+            .iter()
+            .filter(|(name, _)| name.starts_with(VIP_PREFIX))
+            .filter_map(|(name, o)| {
+                let until = *self.held.get(name)? + self.opts.duration;
+                (until > now).then_some((vip_of(&o.lease)?, until))
+            })
+            .collect()
     }
 
     fn ownership(&self, now: Instant) -> Ownership {

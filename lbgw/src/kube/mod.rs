@@ -13,8 +13,7 @@
 //!   across nodes by rendezvous hashing, with client-go's expiry rule ([`LeaseSet`]);
 //! - `run`: `lbgw run --kubernetes`, tying these to the proxy and the XDP data plane.
 //!
-//! Known limits: a Gateway listener port that appears after start is served only after a
-//! restart (the proxy binds its ports at start); status is written with JSON merge patches, not
+//! Known limits: status is written with JSON merge patches, not
 //! server-side apply; each held Lease is written every `renew` period (2 writes/s per VIP with
 //! the defaults), which suits a homelab's handful of VIPs rather than thousands;
 //! `--node-selector` takes equality-based selectors only.
@@ -131,14 +130,9 @@ pub enum KubeError {
     Interface(String),
     #[error(transparent)]
     Sys(#[from] crate::dataplane::sys::SysError),
+    /// Starting the proxy, the admin endpoint or the data plane, as in file mode.
     #[error(transparent)]
-    Dataplane(#[from] crate::dataplane::DataplaneError),
-    #[error(transparent)]
-    Announce(#[from] crate::announce::AnnounceError),
-    #[error(transparent)]
-    Proxy(#[from] crate::proxy::ProxyError),
-    #[error(transparent)]
-    Admin(Box<crate::admin::AdminError>),
+    Daemon(#[from] Box<crate::daemon::DaemonError>),
     #[error("installing a signal handler")]
     Signal(#[source] std::io::Error),
 }

@@ -1,23 +1,21 @@
 //! `lbgw run --kubernetes`: the node daemon fed by the API server.
 //!
-//! After the source, the path is file mode's: every snapshot goes through
-//! [`crate::ipam::allocate`] (with the allocations read back from status instead of a state
-//! file) and [`GatewayModel::build`]; the proxy serves the new model through its `ArcSwap`, and
-//! the XDP VIP map and steering are re-synced. The leader writes status; every node contends
-//! for the Leases of the VIPs published in status and announces those it holds (gratuitous
-//! ARP / unsolicited NA on takeover).
+//! After the source, the path is file mode's: every snapshot is applied by the same
+//! [`Reloader::apply`] a SIGHUP uses (allocations read back from status instead of a state
+//! file, see [`Allocations::Status`]), and the same [`XdpNode`] programs the data plane: VIPs,
+//! L4 Services load-balanced in XDP, Gateway ports steered to the proxy by sk_lookup, local
+//! routes, pinning. A listener port that appears is bound at once. The leader writes status;
+//! every node contends for the Leases of the VIPs published in status and announces only those
+//! it holds (gratuitous ARP / unsolicited NA on takeover).
 //!
-//! Limits until the hot-reload work is merged: the proxy binds its ports at start, so a listener
-//! port that appears later is logged and served only after a restart.
+//! [`Reloader::apply`]: crate::reload::Reloader::apply
 use std::{
     collections::BTreeSet,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client,
@@ -25,32 +23,31 @@ use kube::{
 };
 use regex::Regex;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     DesiredStatus, KubeError, KubeSource, LeaseOptions, LeaseSet, Ownership, SourceOptions,
     StatusWriter, state_from_status,
 };
 use crate::{
-    announce::Announcer,
     config::{Config, error_chain},
-    dataplane::{
-        AttachMode, Dataplane, VipEntry,
-        sys::{self, Interface},
-    },
+    daemon::{self, RunOptions, XdpNode},
+    dataplane::sys::{self, Interface},
     gateway::GatewayModel,
-    ipam::{self, Plan, PoolSource, Pools},
-    proxy::{Proxy, ProxyOptions},
+    ipam::{self, Plan, PoolSource, Pools, State},
+    reload::{self, Allocations, Current, IpamSource},
 };
 
-/// How long in-flight proxy requests may go on after SIGINT/SIGTERM.
-const PROXY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often node eligibility (labels, uplink state) is checked.
 const ELIGIBILITY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What `lbgw run --kubernetes` was asked to do.
 #[derive(Clone, Debug)]
 pub struct KubeRunOptions {
+    /// The options both modes share (`config`, `state` and `watch` are not used: the
+    /// configuration comes from the API server and allocations live in status). `iface` is
+    /// the interface by name, if given.
+    pub run: RunOptions,
     /// `--kubeconfig`; `None` for the in-cluster configuration (or `KUBECONFIG`).
     pub kubeconfig: Option<PathBuf>,
     /// This node's name (`--node-name`, in a DaemonSet from the downward API `spec.nodeName`).
@@ -60,23 +57,10 @@ pub struct KubeRunOptions {
     /// Label selector the Node must match to hold VIP Leases (`key=value`, `key!=value`,
     /// `key`, `!key`, comma-separated).
     pub node_selector: Option<String>,
-    /// The interface to announce on, by name.
-    pub iface: Option<String>,
     /// The interface to announce on: the first (by name) whose name matches and that is up.
     pub iface_regex: Option<Regex>,
     /// No XDP, no announcements: proxy, status and Leases only.
     pub no_xdp: bool,
-    pub xdp_mode: AttachMode,
-    pub vlans: Vec<u16>,
-    pub lb_cidrs: Vec<String>,
-    pub env_lb_cidr: Option<String>,
-    pub bind: Option<IpAddr>,
-    pub no_early_drop: bool,
-    /// How often owned VIPs are announced again (0 = only on takeover).
-    pub announce_interval: Duration,
-    /// The admin endpoint (`--admin`): metrics, `/healthz`, `/readyz` for the DaemonSet's
-    /// probes, `/status`.
-    pub admin: Option<std::net::SocketAddr>,
     /// Lease timing.
     pub lease_duration: Duration,
     pub lease_renew: Duration,
@@ -177,23 +161,26 @@ async fn node_matches(
 }
 
 /// The plan of a snapshot: pools (`--lb-cidr`, `CILIUM_LB_CIDR` or the pool objects), with the
-/// allocations published in status as the previous state.
+/// allocations published in status as the previous state. Pools that do not resolve are
+/// logged and none are used, so that lbgw still serves and reports.
 pub fn plan(config: &Config, lb_cidrs: &[String], env: Option<&str>) -> (Pools, Plan) {
-    let pools = Pools::resolve(lb_cidrs, env, config).unwrap_or_else(|err| {
-        for e in err.errors() {
-            error!("{}", error_chain(e));
-        }
-        Pools {
-            source: PoolSource::Objects,
-            pools: Vec::new(),
-        }
-    });
-    let previous = state_from_status(config, &pools);
-    let plan = ipam::allocate(&pools, config, &previous);
-    for err in plan.errors.iter().flat_map(|e| e.errors()) {
-        error!("{}", error_chain(err));
-    }
-    (pools, plan)
+    let ipam = IpamSource {
+        lb_cidrs: lb_cidrs.to_vec(),
+        env_lb_cidr: env.map(str::to_owned),
+        allocations: Allocations::Status,
+    };
+    ipam.allocate(config, &State::default())
+        .unwrap_or_else(|err| {
+            for e in err.errors() {
+                error!("{}", error_chain(e));
+            }
+            let pools = Pools {
+                source: PoolSource::Objects,
+                pools: Vec::new(),
+            };
+            let plan = ipam::allocate(&pools, config, &State::default());
+            (pools, plan)
+        })
 }
 
 /// The VIPs nodes contend for: those of the plan that the leader has published in status (so
@@ -211,13 +198,8 @@ pub fn published_vips(config: &Config, pools: &Pools, plan: &Plan) -> BTreeSet<I
         .collect()
 }
 
-struct Xdp {
-    dataplane: Dataplane,
-    iface: Interface,
-    announcer: Announcer,
-}
-
-/// Runs until SIGINT or SIGTERM; then releases the Leases, drains the proxy, detaches XDP.
+/// Runs until SIGINT or SIGTERM; then withdraws the VIPs, releases the Leases, drains the
+/// proxy and (unless pinned) detaches XDP.
 pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
     let selector = opts
         .node_selector
@@ -228,6 +210,15 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
             node: opts.node_name.clone(),
             reason: format!("--node-selector: {reason}"),
         })?;
+    let iface = if opts.no_xdp {
+        None
+    } else {
+        sys::check_privileges()?;
+        Some(select_interface(
+            opts.run.iface.as_deref(),
+            opts.iface_regex.as_ref(),
+        )?)
+    };
     let client = client(opts.kubeconfig.as_deref()).await?;
     let source = KubeSource::spawn(client.clone(), SourceOptions::default());
     let mut lease_opts = LeaseOptions::new(&opts.namespace, &opts.node_name);
@@ -244,202 +235,136 @@ pub async fn run(opts: KubeRunOptions) -> Result<(), KubeError> {
         .ok_or(KubeError::SourceStopped)?;
     snapshots.mark_unchanged();
     info!(objects = ?first.config, "first snapshot from the Kubernetes API");
-    let env = opts.env_lb_cidr.as_deref();
-    let (mut pools, mut plan) = plan(&first.config, &opts.lb_cidrs, env);
-    let (model, _) = GatewayModel::build(&first.config, &plan);
-    let ports: BTreeSet<u16> = model.ports.iter().map(|p| p.port).collect();
-    let model = Arc::new(ArcSwap::from_pointee(model));
-    let metrics = Arc::new(crate::proxy::ProxyMetrics::default());
-    let proxy = Proxy::bind(
-        model.clone(),
-        &ProxyOptions {
-            bind: opts.bind,
-            ephemeral_ports: false,
-            drain_timeout: PROXY_DRAIN_TIMEOUT,
-            metrics: Arc::clone(&metrics),
-            ..ProxyOptions::default()
-        },
-    )?;
-    let admin = match opts.admin {
-        Some(addr) => {
-            let admin = crate::admin::Admin::new(&metrics);
-            let handle = proxy.handle();
-            admin.set_proxy(handle.clone());
-            admin.publish(&first.config, &plan, &handle.model());
-            admin
-                .serve(addr)
+    let current = first_allocation(&opts.run, first.config.clone());
+    // Without --bind, the proxy listens on loopback only and sk_lookup hands it the VIPs'
+    // connections, as in file mode.
+    let steered = iface.is_some() && opts.run.bind.is_none();
+    let services = daemon::start_services(&opts.run, current, steered, Allocations::Status)
+        .await
+        .map_err(Box::new)?;
+    let mut owned = Ownership::default();
+    // The VIPs held, each until its Lease ends: XDP answers for a VIP only until then.
+    let mut held = daemon::Held::new();
+    let mut node = match iface {
+        Some(iface) => Some(
+            XdpNode::start(&opts.run, iface, &services, steered, Some(&held))
                 .await
-                .map_err(|e| KubeError::Admin(Box::new(e)))?;
-            Some(admin)
-        }
+                .map_err(Box::new)?,
+        ),
         None => None,
-    };
-    let proxy = proxy.spawn();
-
-    let mut xdp = if opts.no_xdp {
-        None
-    } else {
-        sys::check_privileges()?;
-        let iface = select_interface(opts.iface.as_deref(), opts.iface_regex.as_ref())?;
-        let mut dataplane = Dataplane::load()?;
-        dataplane.add_iface(iface.ifindex, 0, iface.mac)?;
-        for &vlan in &opts.vlans {
-            dataplane.add_iface(iface.ifindex, vlan, iface.mac)?;
-        }
-        let announcer = Announcer::new(iface.ifindex, iface.mac)?;
-        let mode = dataplane.attach(&iface, opts.xdp_mode)?;
-        info!(iface = %iface.name, %mode, "XDP program attached; VIPs are answered once their Lease is held");
-        Some(Xdp {
-            dataplane,
-            iface,
-            announcer,
-        })
     };
 
     let mut ownership_rx = leases.ownership();
-    let mut owned = Ownership::default();
-    let mut current = first;
     let mut sigint = signal(SignalKind::interrupt()).map_err(KubeError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(KubeError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(KubeError::Signal)?;
     let mut eligibility = tokio::time::interval(ELIGIBILITY_INTERVAL);
-    let mut announce_tick = crate::daemon::ticker(opts.announce_interval);
-    let mut apply = true;
-    if let Some(admin) = &admin {
-        admin.set_ready(true);
-    }
-    info!(node = %opts.node_name, "lbgw ready (Kubernetes mode)");
+    let mut announce_tick = daemon::ticker(opts.run.announce_interval);
+    let mut stats_tick = daemon::ticker(opts.run.stats_interval);
+    let mut renew_tick = daemon::ticker(opts.lease_poll);
+    let mut publish = true;
+    services.ready(" (Kubernetes mode)");
+    let mut services = services;
     loop {
-        if apply {
-            apply = false;
-            let vips = published_vips(&current.config, &pools, &plan);
-            leases.set_vips(vips);
-            if let Some(xdp) = xdp.as_mut() {
-                sync_dataplane(
-                    xdp,
-                    &current.config,
-                    &pools,
-                    &plan,
-                    &owned,
-                    !opts.no_early_drop,
-                    &[],
-                );
-            }
+        if publish {
+            publish = false;
+            let current = services.reloader.current();
+            leases.set_vips(published_vips(
+                &current.config,
+                &current.pools,
+                &current.plan,
+            ));
             if owned.leader {
-                let (_, report) = GatewayModel::build(&current.config, &plan);
-                let desired = DesiredStatus::compute(&current.config, &plan, &report);
+                let (_, report) = GatewayModel::build(&current.config, &current.plan);
+                let desired = DesiredStatus::compute(&current.config, &current.plan, &report);
                 let sent = writer.apply(&desired).await;
                 if sent > 0 {
                     info!(patches = sent, "status written");
                 }
             }
         }
-        tokio::select! {
+        let resync = tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sighup.recv() => {
+                let config = snapshots.borrow().config.clone();
+                let outcome = services.reloader.apply(config).map(Some);
+                reload::log_outcome("SIGHUP (the latest API snapshot)", &outcome);
+                outcome.is_ok()
+            }
             changed = snapshots.changed() => {
                 if changed.is_err() {
                     return Err(KubeError::SourceStopped);
                 }
-                current = snapshots.borrow_and_update().clone();
-                info!(generation = current.generation, invalid = current.errors.len(), "configuration changed");
-                (pools, plan) = self::plan(&current.config, &opts.lb_cidrs, env);
-                let (new_model, _) = GatewayModel::build(&current.config, &plan);
-                for port in new_model.ports.iter().map(|p| p.port).filter(|p| !ports.contains(p)) {
-                    warn!(port, "a Gateway listener port appeared: it is served after a restart of lbgw");
-                }
-                model.store(Arc::new(new_model));
-                apply = true;
+                let snapshot = snapshots.borrow_and_update().clone();
+                debug!(generation = snapshot.generation, invalid = snapshot.errors.len(), "API objects changed");
+                let outcome = services.reloader.apply(snapshot.config.clone()).map(Some);
+                reload::log_outcome("API change", &outcome);
+                outcome.is_ok()
             }
             _ = ownership_rx.changed() => {
                 let new = ownership_rx.borrow_and_update().clone();
-                let gained: Vec<IpAddr> = new.vips.difference(&owned.vips).copied().collect();
                 if new.leader && !owned.leader {
                     info!("this node leads: it allocates and writes status");
                 }
                 owned = new;
-                if let Some(xdp) = xdp.as_mut() {
-                    sync_dataplane(xdp, &current.config, &pools, &plan, &owned, !opts.no_early_drop, &gained);
+                held = leases.held_until();
+                true
+            }
+            _ = renew_tick.tick() => {
+                held = leases.held_until();
+                if let Some(node) = node.as_mut() {
+                    node.renew(&held);
                 }
-                apply = true;
+                false
             }
             _ = eligibility.tick() => {
-                let iface_up = xdp.as_ref().is_none_or(|x| uplink_up(&x.iface.name));
+                let iface_up = node.as_ref().is_none_or(|n| uplink_up(n.iface_name()));
                 let node_ok = match node_matches(&client, &opts.node_name, selector.as_ref()).await {
                     Ok(ok) => ok,
                     Err(err) => { warn!("{}", error_chain(&err)); true }
                 };
                 leases.set_eligible(iface_up && node_ok);
+                false
             }
             _ = announce_tick.tick() => {
-                if let Some(xdp) = xdp.as_ref() {
-                    announce(xdp, &owned.vips.iter().copied().collect::<Vec<_>>(), &opts.vlans);
+                if let Some(node) = &node {
+                    node.announce(&opts.run.vlans);
                 }
+                false
             }
+            _ = stats_tick.tick() => {
+                if let Some(node) = node.as_mut() {
+                    node.log_counters(false);
+                }
+                false
+            }
+        };
+        if resync {
+            if let Some(node) = node.as_mut() {
+                node.sync(&services, &opts.run, Some(&held)).await;
+            }
+            publish = true;
         }
     }
-    leases.shutdown().await;
-    if let Some(admin) = &admin {
-        admin.set_ready(false);
+    // Stop answering for the VIPs before their Leases go: the next holder announces them.
+    if let Some(node) = node.as_mut() {
+        node.withdraw();
     }
-    proxy.stop().await;
-    if let Some(mut xdp) = xdp {
-        let _ = xdp.dataplane.sync_vips(&[]);
-        xdp.dataplane.detach_all();
-        info!(iface = %xdp.iface.name, "XDP program detached");
+    leases.shutdown().await;
+    services.stop().await;
+    if let Some(node) = node {
+        node.stop().await;
     }
     Ok(())
 }
 
-/// Every VIP of the plan in the XDP map, answered (ARP/NDP) only where this node holds its
-/// Lease; gratuitous ARP / unsolicited NA for `gained`.
-fn sync_dataplane(
-    xdp: &mut Xdp,
-    config: &Config,
-    pools: &Pools,
-    plan: &Plan,
-    owned: &Ownership,
-    early_drop: bool,
-    gained: &[IpAddr],
-) {
-    let vips: Vec<VipEntry> = plan
-        .vips()
-        .iter()
-        .map(|v| VipEntry {
-            ip: v.ip,
-            announce: owned.vips.contains(&v.ip),
-        })
-        .collect();
-    if let Err(err) = xdp.dataplane.sync_vips(&vips) {
-        error!("{}", error_chain(&err));
-    }
-    // Kubernetes mode does not steer with sk_lookup nor forward L4 Services in XDP yet: the
-    // proxy binds its ports itself and Service ports go to the stack.
-    let steering = crate::dataplane::served::steering(
+/// The first snapshot's allocation ([`plan`]).
+fn first_allocation(opts: &RunOptions, config: Config) -> Current {
+    let (pools, plan) = plan(&config, &opts.lb_cidrs, opts.env_lb_cidr.as_deref());
+    Current {
         config,
-        plan,
         pools,
-        &crate::dataplane::served::SteeringOptions {
-            early_drop,
-            echo: true,
-            proxy_ports: None,
-            snat_ports: (0, 0),
-        },
-    );
-    if let Err(err) = xdp.dataplane.set_steering(&steering) {
-        error!("{}", error_chain(&err));
-    }
-    if !gained.is_empty() {
-        info!(vips = ?gained, "took over VIPs: sending gratuitous ARP / unsolicited NA");
-        announce(xdp, gained, &[]);
-    }
-}
-
-fn announce(xdp: &Xdp, ips: &[IpAddr], vlans: &[u16]) {
-    for &ip in ips {
-        for vlan in std::iter::once(0).chain(vlans.iter().copied()) {
-            if let Err(err) = xdp.announcer.announce(ip, vlan) {
-                warn!("{}", error_chain(&err));
-            }
-        }
+        plan,
     }
 }

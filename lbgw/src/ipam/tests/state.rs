@@ -126,3 +126,36 @@ fn plan_state_round_trips_through_the_file() {
             .all(|v| again.origin(&v.owner, v.ip) == Some(Origin::Kept))
     );
 }
+
+#[test]
+fn published_allocations_win_over_the_running_ones() {
+    // Kubernetes mode: status (published by the leader) first, then what this node runs.
+    let published = State::new(vec![
+        vip("192.0.2.7", gw("a")),
+        vip("2001:db8::7", gw("a")),
+        vip("192.0.2.9", svc("b")),
+    ]);
+    let running = State::new(vec![
+        // Same owner and family as a published one: the published one holds.
+        vip("192.0.2.5", gw("a")),
+        // An address published for another owner: dropped.
+        vip("192.0.2.9", svc("c")),
+        // Not published yet: kept.
+        vip("192.0.2.11", svc("d")),
+        vip("2001:db8::9", svc("b")),
+    ]);
+    let merged = published.merged_with(&running);
+    let got: Vec<(String, String)> = merged
+        .allocations
+        .iter()
+        .map(|v| (v.owner.to_string(), v.ip.to_string()))
+        .collect();
+    let want = State::new(vec![
+        vip("192.0.2.7", gw("a")),
+        vip("2001:db8::7", gw("a")),
+        vip("192.0.2.9", svc("b")),
+        vip("2001:db8::9", svc("b")),
+        vip("192.0.2.11", svc("d")),
+    ]);
+    assert_eq!(merged, want, "{got:?}");
+}
