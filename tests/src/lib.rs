@@ -6,6 +6,7 @@ pub mod l4lab;
 pub mod lan;
 pub mod netns;
 pub mod packets;
+pub mod pins;
 pub mod proxy;
 
 /// Privileged tests (BPF_PROG_TEST_RUN, namespaces) need root. They fail loudly rather than

@@ -2,11 +2,15 @@
 //! "node" namespace's uplink, both bridged to a "LAN" namespace that holds the in-test fake API
 //! server (lbgw/tests/kube_fake: not a real API server) and watches the neighbour table.
 //!
-//! Two VIPs are chosen so that rendezvous hashing prefers a different node for each. The LAN's
-//! kernel learns each VIP's MAC from the holder's gratuitous ARP alone (no one asks). When the
-//! holder of one is killed (SIGKILL: no Lease release, XDP link closed by the kernel), the
-//! other node must take the Lease over and announce it: the LAN's entry moves to its MAC
-//! within the 3 s failover budget, and ARP requests are then answered by it.
+//! Two VIPs are chosen so that rendezvous hashing prefers a different node for each; each is a
+//! LoadBalancer Service whose endpoint is a server on the LAN, load-balanced by the holder's
+//! XDP program (Kubernetes mode runs file mode's data plane). The LAN's kernel learns each
+//! VIP's MAC from the holder's gratuitous ARP alone (no one asks). When the holder of one is
+//! killed (SIGKILL: no Lease release, and its data plane is pinned, so its XDP program stays
+//! attached), the other node must take the Lease over and announce it: the LAN's entry moves
+//! to its MAC within the 3 s failover budget; ARP requests are then answered by the new
+//! holder only (the dead node's program stopped answering when its Lease ran out), and new
+//! connections to the Service go through the new holder.
 #[path = "../../lbgw/tests/kube_fake/mod.rs"]
 mod kube_fake;
 
@@ -18,8 +22,10 @@ use std::{
 
 use lbgw_tests::{
     daemon::Lbgw,
+    lan::{NameClient, NameServer, in_netns},
     lbgw_bin,
     netns::{Netns, run, veth},
+    pins::{Bpffs, Cleanup},
     require_root,
 };
 use serde_json::json;
@@ -48,7 +54,41 @@ fn service(name: &str, ip: IpAddr) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": name, "namespace": "default",
                         "annotations": {"lbipam.cilium.io/ips": ip.to_string()}},
-           "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+           "spec": {"type": "LoadBalancer",
+                    "ports": [{"name": "echo", "port": 80, "protocol": "TCP", "targetPort": 7001}]}})
+}
+
+/// The Service's endpoint: the server on the LAN.
+fn endpoints(service: &str) -> serde_json::Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{service}-v4"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4",
+           "ports": [{"name": "echo", "port": 7001, "protocol": "TCP"}],
+           "endpoints": [{"addresses": ["192.0.2.253"], "conditions": {"ready": true}}]})
+}
+
+/// What the server on the LAN answers through `vip`:80: `lan <address it saw>`, the source
+/// address the forwarding node's XDP program NATed the connection to.
+fn ask_through(lan: &Netns, vip: IpAddr) -> Result<String, String> {
+    let addr = std::net::SocketAddr::new(vip, 80);
+    in_netns(lan, move || {
+        NameClient::connect(addr, Duration::from_secs(3))
+            .and_then(|mut c| c.ask())
+            .map_err(|e| format!("{addr}: {e}"))
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// The MACs that answered `arping -c 3` for `ip` on the LAN.
+fn arp_answers(lan: &Netns, ip: IpAddr) -> String {
+    let out = lan
+        .cmd("arping")
+        .args(["-c", "3", "-w", "4", "-I", "br0", &ip.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
 }
 
 fn holder(api: &kube_fake::FakeApi, vip: IpAddr) -> String {
@@ -72,6 +112,13 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     lan.ip(&["addr", "add", "192.0.2.253/24", "dev", "br0"]);
     node_a.ip(&["addr", "add", "192.0.2.101/24", "dev", "eth0"]);
     node_b.ip(&["addr", "add", "192.0.2.102/24", "dev", "eth0"]);
+    // Nodes forward (XDP's FIB lookup refuses to route otherwise, as the kernel would).
+    for node in [&node_a, &node_b] {
+        run(node
+            .cmd("sysctl")
+            .args(["-q", "-w", "net.ipv4.conf.all.forwarding=1"]));
+    }
+    let _server = NameServer::start(&lan, "192.0.2.253:7001".parse().unwrap(), "lan");
     // Learn neighbours from gratuitous ARP (off by default).
     run(lan
         .cmd("sysctl")
@@ -91,8 +138,10 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     let (vip_a, vip_b) = (pick("node-a"), pick("node-b"));
 
     let api = kube_fake::FakeApi::start_on(listener_in(&lan, "192.0.2.253:0"));
-    api.apply(service("web-a", vip_a));
-    api.apply(service("web-b", vip_b));
+    for (name, vip) in [("web-a", vip_a), ("web-b", vip_b)] {
+        api.apply(service(name, vip));
+        api.apply(endpoints(name));
+    }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
@@ -105,7 +154,17 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         ),
     )
     .unwrap();
-    let start = |ns: &Netns, node: &str| {
+    // Pinned, as in a DaemonSet: a killed lbgw leaves its XDP program attached.
+    let bpffs = Bpffs::mount(dir.path().join("bpffs"));
+    let _cleanup_a = Cleanup {
+        node: &node_a,
+        pin_dir: bpffs.dir("a"),
+    };
+    let _cleanup_b = Cleanup {
+        node: &node_b,
+        pin_dir: bpffs.dir("b"),
+    };
+    let start = |ns: &Netns, node: &str, pin_dir: String| {
         let mut cmd = ns.cmd(lbgw_bin());
         cmd.args([
             "run",
@@ -114,6 +173,8 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
             node,
             "--iface",
             "eth0",
+            "--pin-dir",
+            &pin_dir,
         ])
         .args([
             "--lb-cidr",
@@ -127,8 +188,8 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         lbgw.wait_for("lbgw ready", Duration::from_secs(60));
         lbgw
     };
-    let mut a = start(&node_a, "node-a");
-    let mut b = start(&node_b, "node-b");
+    let mut a = start(&node_a, "node-a", bpffs.dir("a"));
+    let mut b = start(&node_b, "node-b", bpffs.dir("b"));
     let (mac_a, mac_b) = (node_a.mac("eth0"), node_b.mac("eth0"));
 
     // Spread, and announced: the LAN learned each VIP from its preferred node's GARP.
@@ -152,6 +213,19 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         (holder(&api, vip_a), holder(&api, vip_b)),
         ("node-a".into(), "node-b".into())
     );
+    // Each Service is forwarded by its holder's XDP program, source-NATed to the node.
+    assert_eq!(
+        ask_through(&lan, vip_a),
+        Ok("lan 192.0.2.101".into()),
+        "--- a:\n{}",
+        a.log()
+    );
+    assert_eq!(
+        ask_through(&lan, vip_b),
+        Ok("lan 192.0.2.102".into()),
+        "--- b:\n{}",
+        b.log()
+    );
 
     // node-a crashes.
     a.kill();
@@ -172,14 +246,18 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         "failover took {failover:?}"
     );
     assert_eq!(holder(&api, vip_a), "node-b");
-    // ARP requests are answered by the new holder.
-    let out = lan
-        .cmd("arping")
-        .args(["-c", "1", "-w", "2", "-I", "br0", &vip_a.to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    // ARP requests are answered by the new holder only: node-a's program is still attached
+    // (pinned), but its Lease ran out, and so did its answers.
+    let text = arp_answers(&lan, vip_a);
     assert!(text.contains(&mac_b), "arping {vip_a}: {text}");
+    assert!(!text.contains(&mac_a), "the dead node still answers: {text}");
+    // New connections to the Service go through node-b.
+    assert_eq!(
+        ask_through(&lan, vip_a),
+        Ok("lan 192.0.2.102".into()),
+        "--- b:\n{}",
+        b.log()
+    );
 
     let status = b.stop(Duration::from_secs(10));
     assert!(status.success(), "{status}\n{}", b.log());

@@ -14,6 +14,7 @@ use lbgw_tests::{
     lan::{HttpNameServer, Lan, NameClient, NameServer, ask_udp, in_netns},
     lbgw_bin,
     netns::Netns,
+    pins::{Bpffs, Cleanup},
     proxy::{Certificate, tls_secret},
 };
 
@@ -371,60 +372,6 @@ fn l4_service_is_forwarded_in_xdp_to_both_backends() {
     .join()
     .unwrap();
     assert!(refused);
-}
-
-/// A bpffs instance of the test's own, unmounted when dropped.
-struct Bpffs {
-    path: std::path::PathBuf,
-}
-
-impl Bpffs {
-    fn mount(path: std::path::PathBuf) -> Self {
-        std::fs::create_dir_all(&path).unwrap();
-        lbgw_tests::netns::run(
-            std::process::Command::new("mount")
-                .args(["-t", "bpf", "bpf"])
-                .arg(&path),
-        );
-        Self { path }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-    }
-}
-
-/// Runs `lbgw cleanup` for a pin directory when dropped, so a failing test leaves no pinned
-/// program behind.
-struct Cleanup<'a> {
-    node: &'a Netns,
-    pin_dir: String,
-}
-
-impl Cleanup<'_> {
-    fn run(&self) -> String {
-        let out = self
-            .node
-            .cmd(lbgw_bin())
-            .args(["cleanup", "--pin-dir", &self.pin_dir])
-            .output()
-            .expect("lbgw cleanup");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        self.run();
-    }
 }
 
 fn arping(site: &Site, ip: &str) -> bool {
