@@ -601,7 +601,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// The binary end to end, without XDP: `lbgw run --kubernetes --no-xdp` against the fake API
 /// writes status, holds the leader and VIP Leases, proxies by the watched HTTPRoute, follows a
-/// route change without restart, and releases its Leases on SIGTERM.
+/// route change and a new listener port without restart, and releases its Leases on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lbgw_run_kubernetes_end_to_end() {
     let api = FakeApi::start().await;
@@ -686,6 +686,34 @@ async fn lbgw_run_kubernetes_end_to_end() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(get(port, "/ollama/x").await.starts_with("HTTP/1.1 404"));
+
+    // A listener on a new port is bound at once (the same reload path as file mode).
+    let port2 = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut two = gateway("ai-gateway", "lbgw", port);
+    two["spec"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "http-2", "port": port2, "protocol": "HTTP",
+                     "hostname": "ai.homelab.internal"}));
+    api.apply(two);
+    let start = Instant::now();
+    loop {
+        let got = get(port2, "/llm/y").await;
+        if got.starts_with("HTTP/1.1 200") {
+            assert_eq!(got, "HTTP/1.1 200 OK | backend saw /llm/y");
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the new listener port {port2} is not served: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(get(port, "/llm/x").await.starts_with("HTTP/1.1 200"));
 
     // SIGTERM: Leases released, clean exit.
     let pid = child.id().unwrap() as i32;
