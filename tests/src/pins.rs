@@ -22,7 +22,11 @@ impl Bpffs {
 
     /// A pin directory inside it, as `--pin-dir` takes it.
     pub fn dir(&self, name: &str) -> String {
-        self.path.join(name).to_str().expect("UTF-8 path").to_owned()
+        self.path
+            .join(name)
+            .to_str()
+            .expect("UTF-8 path")
+            .to_owned()
     }
 }
 

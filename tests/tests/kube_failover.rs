@@ -8,7 +8,8 @@
 //! VIP's MAC from the holder's gratuitous ARP alone (no one asks). When the holder of one is
 //! killed (SIGKILL: no Lease release, and its data plane is pinned, so its XDP program stays
 //! attached), the other node must take the Lease over and announce it: the LAN's entry moves
-//! to its MAC within the 3 s failover budget; ARP requests are then answered by the new
+//! to its MAC within the 3 s failover budget, for IPv4 (gratuitous ARP) and IPv6 (unsolicited
+//! Neighbor Advertisement); ARP requests are then answered by the new
 //! holder only (the dead node's program stopped answering when its Lease ran out), and new
 //! connections to the Service go through the new holder.
 #[path = "../../lbgw/tests/kube_fake/mod.rs"]
@@ -110,6 +111,7 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     lan.ip(&["link", "set", "pa", "master", "br0"]);
     lan.ip(&["link", "set", "pb", "master", "br0"]);
     lan.ip(&["addr", "add", "192.0.2.253/24", "dev", "br0"]);
+    lan.ip(&["addr", "add", "2001:db8::fd/64", "dev", "br0", "nodad"]);
     node_a.ip(&["addr", "add", "192.0.2.101/24", "dev", "eth0"]);
     node_b.ip(&["addr", "add", "192.0.2.102/24", "dev", "eth0"]);
     // Nodes forward (XDP's FIB lookup refuses to route otherwise, as the kernel would).
@@ -136,12 +138,20 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
             .expect("a VIP for each node")
     };
     let (vip_a, vip_b) = (pick("node-a"), pick("node-b"));
+    // And an IPv6 VIP preferred by node-a, for the unsolicited Neighbor Advertisement.
+    let vip6_a: IpAddr = (0x20..0x30)
+        .map(|i| format!("2001:db8::{i:x}").parse().unwrap())
+        .find(|v| lbgw::kube::rendezvous_rank(*v, nodes)[0] == "node-a")
+        .expect("an IPv6 VIP for node-a");
 
     let api = kube_fake::FakeApi::start_on(listener_in(&lan, "192.0.2.253:0"));
     for (name, vip) in [("web-a", vip_a), ("web-b", vip_b)] {
         api.apply(service(name, vip));
         api.apply(endpoints(name));
     }
+    let mut v6 = service("web-a6", vip6_a);
+    v6["spec"]["ipFamilies"] = json!(["IPv6"]);
+    api.apply(v6);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
@@ -179,6 +189,8 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         .args([
             "--lb-cidr",
             "192.0.2.16/28",
+            "--lb-cidr",
+            "2001:db8::/120",
             "--announce-interval",
             "0",
             "--kubeconfig",
@@ -227,6 +239,22 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         b.log()
     );
 
+    // The LAN resolves the IPv6 VIP (NS answered by node-a's XDP program).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !neighbour_mac(&lan, vip6_a).contains(&mac_a) {
+        assert!(
+            Instant::now() < deadline,
+            "{vip6_a} not resolved to node-a: {:?} (holder {:?})\n--- a:\n{}",
+            neighbour_mac(&lan, vip6_a),
+            holder(&api, vip6_a),
+            a.log()
+        );
+        let _ = lan
+            .cmd("ping")
+            .args(["-6", "-c", "1", "-W", "1", &vip6_a.to_string()])
+            .output();
+    }
+
     // node-a crashes.
     a.kill();
     let killed = Instant::now();
@@ -246,11 +274,30 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         "failover took {failover:?}"
     );
     assert_eq!(holder(&api, vip_a), "node-b");
+    // The IPv6 VIP moved too: node-b's unsolicited NA (override flag, RFC 4861 §7.2.6)
+    // updated the LAN's entry.
+    while !neighbour_mac(&lan, vip6_a).contains(&mac_b) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{vip6_a} not taken over: {:?}\n--- b:\n{}",
+            neighbour_mac(&lan, vip6_a),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "IPv6 failover with unsolicited NA after SIGKILL: {:?}",
+        killed.elapsed()
+    );
+    assert!(killed.elapsed() < Duration::from_secs(3));
     // ARP requests are answered by the new holder only: node-a's program is still attached
     // (pinned), but its Lease ran out, and so did its answers.
     let text = arp_answers(&lan, vip_a);
     assert!(text.contains(&mac_b), "arping {vip_a}: {text}");
-    assert!(!text.contains(&mac_a), "the dead node still answers: {text}");
+    assert!(
+        !text.contains(&mac_a),
+        "the dead node still answers: {text}"
+    );
     // New connections to the Service go through node-b.
     assert_eq!(
         ask_through(&lan, vip_a),
