@@ -591,6 +591,23 @@ async fn get(port: u16, path: &str) -> String {
     format!("{status} | {body}")
 }
 
+/// Waits until `GET path` on `port` reaches the backend (within [`WAIT`]).
+async fn served_soon(port: u16, path: &str, what: &str) {
+    let start = Instant::now();
+    loop {
+        let got = get(port, path).await;
+        if got.starts_with("HTTP/1.1 200") {
+            assert_eq!(got, format!("HTTP/1.1 200 OK | backend saw {path}"));
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{what} is not served on port {port}: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -672,19 +689,7 @@ async fn lbgw_run_kubernetes_end_to_end() {
     );
 
     api.apply(route("ollama", "ai-gateway", "/llm", "ollama"));
-    let start = Instant::now();
-    loop {
-        let got = get(port, "/llm/x").await;
-        if got.starts_with("HTTP/1.1 200") {
-            assert_eq!(got, "HTTP/1.1 200 OK | backend saw /llm/x");
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the changed route is not served: {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served_soon(port, "/llm/x", "the changed route").await;
     assert!(get(port, "/ollama/x").await.starts_with("HTTP/1.1 404"));
 
     // A listener on a new port is bound at once (the same reload path as file mode).
@@ -700,19 +705,7 @@ async fn lbgw_run_kubernetes_end_to_end() {
         .push(json!({"name": "http-2", "port": port2, "protocol": "HTTP",
                      "hostname": "ai.homelab.internal"}));
     api.apply(two);
-    let start = Instant::now();
-    loop {
-        let got = get(port2, "/llm/y").await;
-        if got.starts_with("HTTP/1.1 200") {
-            assert_eq!(got, "HTTP/1.1 200 OK | backend saw /llm/y");
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the new listener port {port2} is not served: {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served_soon(port2, "/llm/y", "the new listener port").await;
     assert!(get(port, "/llm/x").await.starts_with("HTTP/1.1 200"));
 
     // SIGTERM: Leases released, clean exit.
