@@ -4,7 +4,9 @@
 //!
 //! Two VIPs are chosen so that rendezvous hashing prefers a different node for each; each is a
 //! LoadBalancer Service whose endpoint is a server on the LAN, load-balanced by the holder's
-//! XDP program (Kubernetes mode runs file mode's data plane). The LAN's kernel learns each
+//! XDP program (Kubernetes mode runs file mode's data plane). A third VIP is a Gateway's, its
+//! HTTPRoute served by the holder's proxy, to which its sk_lookup program hands the
+//! connections. The LAN's kernel learns each
 //! VIP's MAC from the holder's gratuitous ARP alone (no one asks). When the holder of one is
 //! killed (SIGKILL: no Lease release, and its data plane is pinned, so its XDP program stays
 //! attached), the other node must take the Lease over and announce it: the LAN's entry moves
@@ -23,7 +25,7 @@ use std::{
 
 use lbgw_tests::{
     daemon::Lbgw,
-    lan::{NameClient, NameServer, in_netns},
+    lan::{HttpNameServer, NameClient, NameServer, in_netns},
     lbgw_bin,
     netns::{Netns, run, veth},
     pins::{Bpffs, Cleanup},
@@ -82,6 +84,47 @@ fn ask_through(lan: &Netns, vip: IpAddr) -> Result<String, String> {
     .expect("client thread")
 }
 
+/// A Gateway on `vip`:80 whose HTTPRoute leads to the HTTP server on the LAN (Service `web`).
+fn gateway_objects(vip: IpAddr) -> Vec<serde_json::Value> {
+    vec![
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": "lbgw"},
+               "spec": {"controllerName": lbgw::config::GATEWAY_CONTROLLER_NAME}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "ai-gateway", "namespace": "default"},
+               "spec": {"gatewayClassName": "lbgw",
+                        "addresses": [{"type": "IPAddress", "value": vip.to_string()}],
+                        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP",
+                                       "hostname": "ai.homelab.internal"}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": "ollama", "namespace": "default"},
+               "spec": {"parentRefs": [{"name": "ai-gateway"}],
+                        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/ollama"}}],
+                                   "backendRefs": [{"name": "web", "port": 8080}]}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "web-v4", "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+               "endpoints": [{"addresses": ["192.0.2.253"], "conditions": {"ready": true}}]}),
+    ]
+}
+
+/// `GET /ollama/api/tags` through the Gateway's VIP (the holder's sk_lookup program hands the
+/// connection to its proxy): the LAN server's answer `gw <path> <address it saw>`.
+fn get_through_gateway(lan: &Netns, vip: IpAddr) -> String {
+    let out = lan
+        .cmd("curl")
+        .args(["-s", "-m", "3", "-H", "Host: ai.homelab.internal"])
+        .arg(format!("http://{vip}/ollama/api/tags"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The MACs that answered `arping -c 3` for `ip` on the LAN.
 fn arp_answers(lan: &Netns, ip: IpAddr) -> String {
     let out = lan
@@ -121,6 +164,7 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
             .args(["-q", "-w", "net.ipv4.conf.all.forwarding=1"]));
     }
     let _server = NameServer::start(&lan, "192.0.2.253:7001".parse().unwrap(), "lan");
+    let _web = HttpNameServer::start(&lan, "192.0.2.253:8080".parse().unwrap(), "gw");
     // Learn neighbours from gratuitous ARP (off by default).
     run(lan
         .cmd("sysctl")
@@ -138,6 +182,12 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
             .expect("a VIP for each node")
     };
     let (vip_a, vip_b) = (pick("node-a"), pick("node-b"));
+    // The Gateway's VIP, also preferred by node-a.
+    let vip_gw = *candidates
+        .iter()
+        .filter(|v| **v != vip_a)
+        .find(|v| lbgw::kube::rendezvous_rank(**v, nodes)[0] == "node-a")
+        .expect("a second VIP for node-a");
     // And an IPv6 VIP preferred by node-a, for the unsolicited Neighbor Advertisement.
     let vip6_a: IpAddr = (0x20..0x30)
         .map(|i| format!("2001:db8::{i:x}").parse().unwrap())
@@ -148,6 +198,9 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     for (name, vip) in [("web-a", vip_a), ("web-b", vip_b)] {
         api.apply(service(name, vip));
         api.apply(endpoints(name));
+    }
+    for object in gateway_objects(vip_gw) {
+        api.apply(object);
     }
     let mut v6 = service("web-a6", vip6_a);
     v6["spec"]["ipFamilies"] = json!(["IPv6"]);
@@ -239,6 +292,22 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         b.log()
     );
 
+    // The Gateway is served by node-a's proxy, through sk_lookup.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = get_through_gateway(&lan, vip_gw);
+        if got == "gw /ollama/api/tags 192.0.2.101" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Gateway on {vip_gw}: {got:?} (holder {:?})\n--- a:\n{}",
+            holder(&api, vip_gw),
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The LAN resolves the IPv6 VIP (NS answered by node-a's XDP program).
     let deadline = Instant::now() + Duration::from_secs(15);
     while !neighbour_mac(&lan, vip6_a).contains(&mac_a) {
@@ -258,7 +327,11 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     // node-a crashes.
     a.kill();
     let killed = Instant::now();
-    for (vip, how) in [(vip_a, "gratuitous ARP"), (vip6_a, "unsolicited NA")] {
+    for (vip, how) in [
+        (vip_a, "gratuitous ARP"),
+        (vip_gw, "gratuitous ARP"),
+        (vip6_a, "unsolicited NA"),
+    ] {
         // node-b's announcement updates the LAN's entry (for IPv6 the override flag of the
         // NA, RFC 4861 §7.2.5, replaces the address learned from node-a).
         while !neighbour_mac(&lan, vip).contains(&mac_b) {
@@ -285,6 +358,13 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
     assert!(
         !text.contains(&mac_a),
         "the dead node still answers: {text}"
+    );
+    // The Gateway is served by node-b's proxy now.
+    assert_eq!(
+        get_through_gateway(&lan, vip_gw),
+        "gw /ollama/api/tags 192.0.2.102",
+        "--- b:\n{}",
+        b.log()
     );
     // New connections to the Service go through node-b.
     assert_eq!(
