@@ -94,60 +94,94 @@ pub fn enter(path: &str) {
     assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
+/// Server threads inside a namespace; they stop when this is dropped.
+struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Servers {
+    fn new() -> Self {
+        Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Accepts TCP connections on `addr` inside `ns`, each served by `handler` on a thread of
+    /// its own; returns once the socket is bound.
+    fn tcp(&mut self, ns: &Netns, addr: SocketAddr, name: &str, handler: Handler) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (name, stop) = (name.to_owned(), Arc::clone(&self.stop));
+        self.threads.push(in_netns(ns, move || {
+            let listener = TcpListener::bind(addr).expect("bind TCP");
+            listener.set_nonblocking(true).unwrap();
+            tx.send(()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        let name = name.clone();
+                        let stop = Arc::clone(&stop);
+                        std::thread::spawn(move || handler(stream, peer, &name, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("TCP server up");
+    }
+
+    /// Answers every UDP datagram on `addr` inside `ns` with `<name> <peer address>`.
+    fn udp(&mut self, ns: &Netns, addr: SocketAddr, name: &str) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (name, stop) = (name.to_owned(), Arc::clone(&self.stop));
+        self.threads.push(in_netns(ns, move || {
+            let socket = UdpSocket::bind(addr).expect("bind UDP");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(
+                        format!("{name} {}", peer.ip().to_canonical()).as_bytes(),
+                        peer,
+                    );
+                }
+            }
+        }));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("UDP server up");
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves one TCP connection: the stream, its peer, the server's name, the stop flag.
+type Handler = fn(TcpStream, SocketAddr, &str, &AtomicBool);
+
 /// A server that answers every line (TCP) or datagram (UDP) with `<name> <peer address>`;
 /// stops when dropped.
 pub struct NameServer {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    _servers: Servers,
 }
 
 impl NameServer {
     /// Serves TCP and UDP on `addr` inside `ns`.
     pub fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (name_t, name_u) = (name.to_owned(), name.to_owned());
-        let (stop_t, stop_u) = (Arc::clone(&stop), Arc::clone(&stop));
-        let tx_u = tx.clone();
-        let tcp = in_netns(ns, move || {
-            let listener = TcpListener::bind(addr).expect("bind TCP");
-            listener.set_nonblocking(true).unwrap();
-            tx.send(()).unwrap();
-            while !stop_t.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        let name = name_t.clone();
-                        let stop = Arc::clone(&stop_t);
-                        std::thread::spawn(move || serve_lines(stream, peer, &name, &stop));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        let udp = in_netns(ns, move || {
-            let socket = UdpSocket::bind(addr).expect("bind UDP");
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            tx_u.send(()).unwrap();
-            let mut buf = [0u8; 1500];
-            while !stop_u.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(
-                        format!("{name_u} {}", peer.ip().to_canonical()).as_bytes(),
-                        peer,
-                    );
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("TCP server up");
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("UDP server up");
-        Self {
-            stop,
-            threads: vec![tcp, udp],
-        }
+        let mut servers = Servers::new();
+        servers.tcp(ns, addr, name, serve_lines);
+        servers.udp(ns, addr, name);
+        Self { _servers: servers }
     }
 }
 
@@ -177,15 +211,6 @@ fn serve_lines(stream: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBoo
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(_) => return,
-        }
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
         }
     }
 }
@@ -237,37 +262,15 @@ pub fn ask_udp(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
 /// An HTTP/1.1 server answering every request with `200` and the body
 /// `<name> <path> <peer address>`; stops when dropped.
 pub struct HttpNameServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _servers: Servers,
 }
 
 impl HttpNameServer {
+    /// Serves HTTP/1.1 on `addr` inside `ns`.
     pub fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let name = name.to_owned();
-        let stop_t = Arc::clone(&stop);
-        let thread = in_netns(ns, move || {
-            let listener = TcpListener::bind(addr).expect("bind HTTP");
-            listener.set_nonblocking(true).unwrap();
-            tx.send(()).unwrap();
-            while !stop_t.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        let name = name.clone();
-                        let stop = Arc::clone(&stop_t);
-                        std::thread::spawn(move || serve_http(stream, peer, &name, &stop));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("HTTP server up");
-        Self {
-            stop,
-            thread: Some(thread),
-        }
+        let mut servers = Servers::new();
+        servers.tcp(ns, addr, name, serve_http);
+        Self { _servers: servers }
     }
 }
 
@@ -311,15 +314,6 @@ fn serve_http(stream: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(_) => return,
-        }
-    }
-}
-
-impl Drop for HttpNameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
