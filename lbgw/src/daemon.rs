@@ -467,6 +467,7 @@ impl DataplaneStats for XdpStats {
                         echo_replies: v.echo_replies,
                         dropped_unserved: v.dropped_unserved,
                         passed: v.passed,
+                        announced: v.announced,
                     })
                     .collect(),
             }),

@@ -125,6 +125,29 @@ fn get_through_gateway(lan: &Netns, vip: IpAddr) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `lbgw_xdp_vip_announced` for `vip` in the node's `/metrics`: whether its XDP program
+/// answers for the VIP.
+fn announced_metric(node: &Netns, lbgw: &Lbgw, vip: IpAddr) -> String {
+    let log = lbgw.log();
+    let admin = log
+        .lines()
+        .find_map(|l| l.split("admin endpoint listening on ").nth(1))
+        .expect("admin address in the log")
+        .trim()
+        .to_owned();
+    let out = node
+        .cmd("curl")
+        .args(["-s", "-m", "3"])
+        .arg(format!("{admin}/metrics"))
+        .output()
+        .unwrap();
+    let needle = format!("lbgw_xdp_vip_announced{{vip=\"{vip}\"}} ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle).map(str::to_owned))
+        .unwrap_or_else(|| format!("no {needle} in /metrics"))
+}
+
 /// The MACs that answered `arping -c 3` for `ip` on the LAN.
 fn arp_answers(lan: &Netns, ip: IpAddr) -> String {
     let out = lan
@@ -238,6 +261,8 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
             "eth0",
             "--pin-dir",
             &pin_dir,
+            "--admin",
+            "127.0.0.1:0",
         ])
         .args([
             "--lb-cidr",
@@ -324,6 +349,11 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
             .output();
     }
 
+    // Each node's /metrics says which VIPs it answers for.
+    assert_eq!(announced_metric(&node_a, &a, vip_a), "1");
+    assert_eq!(announced_metric(&node_b, &b, vip_a), "0");
+    assert_eq!(announced_metric(&node_b, &b, vip_b), "1");
+
     // node-a crashes.
     a.kill();
     let killed = Instant::now();
@@ -359,6 +389,7 @@ async fn killed_holder_fails_over_with_gratuitous_arp() {
         !text.contains(&mac_a),
         "the dead node still answers: {text}"
     );
+    assert_eq!(announced_metric(&node_b, &b, vip_a), "1");
     // The Gateway is served by node-b's proxy now.
     assert_eq!(
         get_through_gateway(&lan, vip_gw),

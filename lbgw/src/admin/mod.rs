@@ -30,6 +30,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -76,6 +77,8 @@ pub struct VipCounterValues {
     pub dropped_unserved: u64,
     /// Packets passed to the kernel.
     pub passed: u64,
+    /// Whether this node answers ARP/NDP for it now (in Kubernetes mode: holds its Lease).
+    pub announced: bool,
 }
 
 /// Reads the data plane's counters at scrape time.
@@ -139,6 +142,21 @@ impl prometheus_client::collector::Collector for XdpCollector {
                 |v| v.passed,
             ),
         ];
+        {
+            // Summed over the nodes, 1 per VIP: exactly one node answers for it.
+            let mut metric = encoder.encode_descriptor(
+                "xdp_vip_announced",
+                "1 when this node answers ARP/NDP for the VIP (holds its Lease), else 0",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for vip in &counters.vips {
+                let ip = vip.ip.to_string();
+                let labels = [("vip", ip.as_str())];
+                let family = metric.encode_family(&labels)?;
+                ConstGauge::new(i64::from(vip.announced)).encode(family)?;
+            }
+        }
         for (name, help, field) in per_vip {
             let mut metric = encoder.encode_descriptor(
                 name,
@@ -267,6 +285,7 @@ impl Admin {
                 if let Some(c) = counters.vips.iter().find(|c| c.ip == vip.ip) {
                     vip.arp_replies = Some(c.arp_replies);
                     vip.na_replies = Some(c.na_replies);
+                    vip.announced = Some(c.announced);
                 }
             }
         }

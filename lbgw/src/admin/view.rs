@@ -92,6 +92,10 @@ pub struct VipStatus {
     pub arp_replies: Option<u64>,
     /// IPv6 Neighbor Advertisements sent.
     pub na_replies: Option<u64>,
+    /// Whether this node answers ARP/NDP for it now (in Kubernetes mode: holds its Lease),
+    /// when the data plane runs.
+    #[serde(default)]
+    pub announced: Option<bool>,
 }
 
 /// A Gateway listener.
@@ -158,6 +162,7 @@ pub fn status(
             since_unix: 0,
             arp_replies: None,
             na_replies: None,
+            announced: None,
         })
         .collect();
     let listeners = model
@@ -250,8 +255,8 @@ pub fn render(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<40} {:<36} {:<16} {:>12} {:>10} {:>10}",
-        "VIP", "OWNER", "POOL", "SINCE", "ARP", "NA"
+        "{:<40} {:<36} {:<16} {:>12} {:>10} {:>10} {:>5}",
+        "VIP", "OWNER", "POOL", "SINCE", "ARP", "NA", "HERE"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -260,13 +265,14 @@ pub fn render(status: &Status) -> String {
     for v in &status.vips {
         let _ = writeln!(
             out,
-            "{:<40} {:<36} {:<16} {:>11}s {:>10} {:>10}",
+            "{:<40} {:<36} {:<16} {:>11}s {:>10} {:>10} {:>5}",
             v.ip.to_string(),
             v.owner,
             v.pool,
             now.saturating_sub(v.since_unix),
             opt(v.arp_replies),
-            opt(v.na_replies)
+            opt(v.na_replies),
+            v.announced.map_or("-", |a| if a { "yes" } else { "no" })
         );
     }
     let _ = writeln!(

@@ -753,8 +753,15 @@ impl Dataplane {
     pub fn counters(&self) -> Result<(Counters, Vec<VipCounters>), DataplaneError> {
         let global = stats::read_counters(&self.counters)?;
         let mut per_vip = Vec::with_capacity(self.slots.len());
-        for (&ip, &slot) in &self.slots {
-            per_vip.push(stats::read_vip(&self.vip_stats, ip, slot)?);
+        for &ip in self.slots.keys() {
+            let info = self
+                .vips
+                .get(&vip_key(ip), 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: names::VIPS,
+                    source,
+                })?;
+            per_vip.push(stats::read_vip(&self.vip_stats, ip, &info)?);
         }
         Ok((global, per_vip))
     }

@@ -40,6 +40,8 @@ pub struct VipCounters {
     pub passed: u64,
     /// Packets to an L4 Service port forwarded to a backend.
     pub forwarded: u64,
+    /// Whether the program answers ARP/NDP for it now (announced, deadline not passed).
+    pub announced: bool,
 }
 
 /// Sums the global counters over CPUs.
@@ -61,8 +63,9 @@ pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters, Datapl
 pub fn read_vip(
     map: &PerCpuArray<MapData, VipStats>,
     ip: IpAddr,
-    slot: u32,
+    info: &lbgw_common::VipInfo,
 ) -> Result<VipCounters, DataplaneError> {
+    let slot = info.stats_index;
     let values = map.get(&slot, 0).map_err(|source| DataplaneError::Map {
         map: names::VIP_STATS,
         source,
@@ -75,6 +78,7 @@ pub fn read_vip(
         dropped_unserved: values.iter().map(|v| v.dropped_unserved).sum(),
         passed: values.iter().map(|v| v.passed).sum(),
         forwarded: values.iter().map(|v| v.forwarded).sum(),
+        announced: info.announced_at(super::sys::monotonic_ns(std::time::Instant::now())),
     })
 }
 
@@ -156,7 +160,7 @@ pub fn loaded_reports() -> Result<Vec<LoadedReport>, DataplaneError> {
             })?;
             report
                 .vips
-                .push(read_vip(&vip_stats, key_to_ip(&key), info.stats_index)?);
+                .push(read_vip(&vip_stats, key_to_ip(&key), &info)?);
         }
         report.vips.sort_by_key(|v| v.ip);
         out.push(report);
