@@ -162,8 +162,8 @@ mod tests {
 
     #[test]
     fn instructions_are_encoded_as_the_kernel_reads_them() {
-        // r1 = 7 (BPF_ALU64|BPF_MOV|BPF_K, dst r1); call 23; exit — as `bpftool prog dump
-        // xlated opcodes` prints them (little-endian struct bpf_insn).
+        // struct bpf_insn in memory (little-endian): code, dst_reg in the low nibble and
+        // src_reg in the high one, 16-bit offset, 32-bit immediate. r1 = 7; call 23; exit.
         assert_eq!(mov(1, 7).to_le_bytes(), [0xb7, 0x01, 0, 0, 7, 0, 0, 0]);
         assert_eq!(call(23).to_le_bytes(), [0x85, 0, 0, 0, 23, 0, 0, 0]);
         assert_eq!(exit().to_le_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
