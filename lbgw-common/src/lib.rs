@@ -330,11 +330,21 @@ pub struct FlowState {
     pub backend_addr: [u8; 16],
     /// Source address after NAT (the client's own without source NAT).
     pub nat_addr: [u8; 16],
-    /// When the NAT entry's `last_seen_ns` was last refreshed, in seconds of
-    /// `bpf_ktime_get_ns()` (so the shared NAT table is written about once a second per flow).
-    pub refreshed_s: u32,
-    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the cached route below was looked up and
+    /// the NAT entry's `last_seen_ns` refreshed. A packet of a flow whose entry is older than
+    /// [`L4_ROUTE_TTL_NS`] does both again, so a flow costs one FIB lookup and one write of
+    /// the shared NAT table per second, not per packet. A time in the future counts as fresh.
+    pub refreshed_ns: u64,
+    /// The route to the backend from the last FIB lookup: egress interface, and the source
+    /// and destination MACs of forwarded frames.
+    pub route_ifindex: u32,
+    pub route_smac: [u8; 6],
+    pub route_dmac: [u8; 6],
 }
+
+/// How long a flow forwards with its cached route before the FIB is asked again: a changed
+/// neighbour (a backend's new MAC) or route is picked up within this time.
+pub const L4_ROUTE_TTL_NS: u64 = 1_000_000_000;
 
 /// NAT-table value: how to translate a reply back to the client.
 #[repr(C)]
@@ -494,7 +504,7 @@ const _: () = assert!(core::mem::size_of::<PortInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<L4Service>() == 16);
 const _: () = assert!(core::mem::size_of::<L4Backend>() == 24);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowState>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 64);
 const _: () = assert!(core::mem::size_of::<NatState>() == 64);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 20);
 const _: () = assert!(core::mem::size_of::<AffinityState>() == 16);

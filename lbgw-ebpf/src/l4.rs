@@ -10,7 +10,10 @@
 //!   interface the client's packets came in on, to the MAC they came from;
 //! - checksums are updated incrementally (RFC 1624), TTL / hop limit decremented as a router
 //!   does (RFC 791 §3.2, RFC 8200 §3), and the frame is sent out of the interface the kernel's
-//!   FIB chose (`XDP_TX` when it is the ingress interface, `XDP_REDIRECT` otherwise).
+//!   FIB chose (`XDP_TX` when it is the ingress interface, `XDP_REDIRECT` otherwise);
+//! - the FIB's answer (egress interface and MACs) is cached in the flow entry: a known flow
+//!   asks the FIB again only when its entry is older than `L4_ROUTE_TTL_NS` (1 s), when it
+//!   also refreshes its NAT entry, so the per-packet path has no FIB lookup and no map write.
 //!
 //! A flow whose backend was removed is re-balanced: its next packet picks a backend from the
 //! current ring (a TCP backend then answers the unknown connection with a reset, so clients
@@ -26,8 +29,8 @@ use aya_ebpf::{
 };
 use lbgw_common::{
     AffinityKey, AffinityState, CONFIG_F_L4_DNAT_ONLY, Config, Counter, FlowKey, FlowState,
-    L4_BACKEND_F_EXISTS, L4_BACKEND_F_READY, L4_RING_SIZE, L4_SVC_F_ACTIVE, L4_SVC_F_AFFINITY,
-    L4_SVC_F_SNAT, L4Backend, L4Service, NatState, PROTO_TCP, PROTO_UDP,
+    L4_BACKEND_F_EXISTS, L4_BACKEND_F_READY, L4_RING_SIZE, L4_ROUTE_TTL_NS, L4_SVC_F_ACTIVE,
+    L4_SVC_F_AFFINITY, L4_SVC_F_SNAT, L4Backend, L4Service, NatState, PROTO_TCP, PROTO_UDP,
 };
 use network_types::{
     eth::EthHdr,
@@ -133,15 +136,12 @@ fn try_forward(
     ptr_at::<u8>(ctx, check_end - 1).ok_or(Counter::DroppedMalformed)?;
     let ports: *const [u8; 4] = ptr_at(ctx, l3.l4_offset).ok_or(Counter::DroppedMalformed)?;
     let ports = unsafe { *ports };
-    let src = ip::source(ctx, l2, l3.ipv6).ok_or(Counter::DroppedMalformed)?;
-    s.key = FlowKey {
-        src: src.addr,
-        dst: l3.dst.addr,
-        sport_be: u16::from_ne_bytes([ports[0], ports[1]]),
-        dport_be: u16::from_ne_bytes([ports[2], ports[3]]),
-        proto: l3.proto,
-        _pad: [0; 3],
-    };
+    ip::source_into(ctx, l2, l3.ipv6, &mut s.key.src).ok_or(Counter::DroppedMalformed)?;
+    s.key.dst = l3.dst.addr;
+    s.key.sport_be = u16::from_ne_bytes([ports[0], ports[1]]);
+    s.key.dport_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    s.key.proto = l3.proto;
+    s.key._pad = [0; 3];
     let service = maps::l4_service(index).ok_or(Counter::L4NoBackend)?;
     let snat = service.flags & L4_SVC_F_SNAT != 0;
     let now = unsafe { bpf_ktime_get_ns() };
@@ -168,12 +168,21 @@ fn try_forward(
         }
     }
     if known {
-        route(ctx, l3.ipv6, false, s)?;
-        let secs = (now / 1_000_000_000) as u32;
-        if snat && secs != s.state.refreshed_s {
-            refresh_nat(s, now);
-            s.state.refreshed_s = secs;
+        // The program never writes a time in the future (the clock is monotonic); one that a
+        // test wrote to hold the cache counts as fresh.
+        if now.saturating_sub(s.state.refreshed_ns) > L4_ROUTE_TTL_NS {
+            // A failed lookup drops the packet and leaves the entry as it was, so the next
+            // packet asks again.
+            route(ctx, l3.ipv6, false, s)?;
+            if snat {
+                refresh_nat(s, now);
+            }
+            cache_route(s, now);
             let _ = L4_FLOWS.insert(&s.key, &s.state, 0);
+        } else {
+            s.route.ifindex = s.state.route_ifindex;
+            s.route.smac = s.state.route_smac;
+            s.route.dmac = s.state.route_dmac;
         }
     } else {
         if service.flags & L4_SVC_F_ACTIVE == 0 {
@@ -186,10 +195,13 @@ fn try_forward(
             backend_port_be: backend.port_be,
             backend_addr: backend.addr,
             nat_addr: s.key.src,
-            refreshed_s: (now / 1_000_000_000) as u32,
-            _pad: 0,
+            refreshed_ns: now,
+            route_ifindex: 0,
+            route_smac: [0; 6],
+            route_dmac: [0; 6],
         };
         route(ctx, l3.ipv6, snat, s)?;
+        cache_route(s, now);
         let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Counter::DroppedMalformed)?;
         s.nat = NatState {
             client_addr: s.key.src,
@@ -230,34 +242,47 @@ fn try_forward(
     rewrite(ctx, l2, l3, s)
 }
 
-/// Translates a backend's reply back to the client, if `l3` is one. `None`: not an L4 reply.
-#[inline(never)]
-pub fn reverse(ctx: &XdpContext, l2: &L2, l3: &L3, cfg: &Config) -> Option<Verdict> {
+/// Whether `l3` may be a backend's reply that [`reverse`] translates: a TCP/UDP packet, not
+/// a fragment, to the source-NAT port range (with `externalTrafficPolicy: Local` services,
+/// any port: their replies go to the client's own). Inline, so most packets are settled
+/// without the call.
+#[inline(always)]
+pub fn maybe_reply(ctx: &XdpContext, l3: &L3, cfg: &Config) -> bool {
     if !matches!(l3.proto, PROTO_TCP | PROTO_UDP) || !l3.has_ports || l3.fragment {
-        return None;
+        return false;
     }
+    if cfg.flags & CONFIG_F_L4_DNAT_ONLY != 0 {
+        return true;
+    }
+    let Some(ports) = ptr_at::<[u8; 4]>(ctx, l3.l4_offset) else {
+        return false;
+    };
+    let ports = unsafe { *ports };
+    // Source-NAT replies come back to the NAT port range: everything else is not ours.
+    let port = u16::from_be_bytes([ports[2], ports[3]]).wrapping_sub(cfg.snat_port_min);
+    port < cfg.snat_port_count
+}
+
+/// Translates a backend's reply back to the client, if the packet is one (the program calls
+/// it when the classifier answered [`Verdict::Reply`], after [`maybe_reply`]). `None`: not an
+/// L4 reply. Called from the program, not the classifier, so their stack frames are not
+/// stacked; it parses the IP header again (a few nanoseconds) rather than receive it.
+#[inline(never)]
+pub fn reverse(ctx: &XdpContext, l2: &L2) -> Option<Verdict> {
+    let l3 = ip::parse(ctx, l2).ok()?;
+    let l3 = &l3;
     let ports: *const [u8; 4] = ptr_at(ctx, l3.l4_offset)?;
     let ports = unsafe { *ports };
     let dport_be = u16::from_ne_bytes([ports[2], ports[3]]);
-    if cfg.flags & CONFIG_F_L4_DNAT_ONLY == 0 {
-        // Source-NAT replies come back to the NAT port range: everything else is not ours.
-        let port = u16::from_be(dport_be).wrapping_sub(cfg.snat_port_min);
-        if port >= cfg.snat_port_count {
-            return None;
-        }
-    }
     let s = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the per-CPU scratch entry is ours until the program returns.
     let s = unsafe { &mut *s };
-    let src = ip::source(ctx, l2, l3.ipv6)?;
-    s.key = FlowKey {
-        src: src.addr,
-        dst: l3.dst.addr,
-        sport_be: u16::from_ne_bytes([ports[0], ports[1]]),
-        dport_be,
-        proto: l3.proto,
-        _pad: [0; 3],
-    };
+    ip::source_into(ctx, l2, l3.ipv6, &mut s.key.src)?;
+    s.key.dst = l3.dst.addr;
+    s.key.sport_be = u16::from_ne_bytes([ports[0], ports[1]]);
+    s.key.dport_be = dport_be;
+    s.key.proto = l3.proto;
+    s.key._pad = [0; 3];
     s.nat = *unsafe { L4_NAT.get(&s.key) }?;
     // Back the way the client's packets came: no FIB lookup (the node may not even have a
     // neighbour entry for the client, whose ARP for the VIP XDP answered).
@@ -391,6 +416,15 @@ fn nat_port(s: &mut Scratch, now: u64) -> Result<(), Counter> {
         i += 1;
     }
     Err(Counter::L4NatExhausted)
+}
+
+/// Keeps the route just looked up (`s.route`) in the flow entry, as of `now`.
+#[inline(always)]
+fn cache_route(s: &mut Scratch, now: u64) {
+    s.state.route_ifindex = s.route.ifindex;
+    s.state.route_smac = s.route.smac;
+    s.state.route_dmac = s.route.dmac;
+    s.state.refreshed_ns = now;
 }
 
 /// Marks the flow's NAT entry as used now, so its port is not given away as idle.

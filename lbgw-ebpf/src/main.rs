@@ -68,7 +68,7 @@ mod program {
             }
             // SAFETY: a helper call with plain integer arguments; it returns XDP_REDIRECT.
             Verdict::Redirect(ifindex) => unsafe { bpf_redirect(ifindex, 0) as u32 },
-            Verdict::Forward(..) => xdp_action::XDP_ABORTED,
+            Verdict::Forward(..) | Verdict::Reply => xdp_action::XDP_ABORTED,
         }
     }
 
@@ -88,7 +88,13 @@ mod program {
         match l2.ether_type {
             eth::ETH_P_ARP => arp::answer(ctx, &l2),
             eth::ETH_P_IPV6 if ndp::is_solicitation(ctx, &l2) => ndp::answer(ctx, &l2),
-            eth::ETH_P_IP | eth::ETH_P_IPV6 => steer::classify(ctx, &l2),
+            eth::ETH_P_IP | eth::ETH_P_IPV6 => match steer::classify(ctx, &l2, true) {
+                Verdict::Reply => match l4::reverse(ctx, &l2) {
+                    Some(verdict) => verdict,
+                    None => steer::classify(ctx, &l2, false),
+                },
+                verdict => verdict,
+            },
             _ => Verdict::Pass(Counter::Passed),
         }
     }

@@ -84,8 +84,8 @@ pub fn config() -> Config {
 
 /// Whether `addr` (as a VIP key) lies in one of the first `count` pools. A bounded scan of an
 /// array: cheaper than a trie for the handful of pools a site has.
-/// Out of line: the unrolled scan would otherwise spill into its callers' stack frames.
-#[inline(never)]
+/// Inline: a BPF-to-BPF call here cost ~20 ns per packet (bench-xdp, "outside the pools").
+#[inline(always)]
 pub fn in_pool(addr: &VipKey, count: u32) -> bool {
     let hi = u64::from_be_bytes([
         addr.addr[0],
@@ -107,11 +107,11 @@ pub fn in_pool(addr: &VipKey, count: u32) -> bool {
         addr.addr[14],
         addr.addr[15],
     ]);
+    // A loop bounded by the pool count, not unrolled to MAX_POOLS (the verifier follows
+    // bounded loops since Linux 5.3): the unrolled scan cost stack and instructions.
+    let n = count.min(MAX_POOLS);
     let mut i = 0;
-    while i < MAX_POOLS {
-        if i >= count {
-            break;
-        }
+    while i < n {
         if let Some(r) = POOLS.get(i) {
             let above = hi > r.first_hi || (hi == r.first_hi && lo >= r.first_lo);
             let below = hi < r.last_hi || (hi == r.last_hi && lo <= r.last_lo);

@@ -22,6 +22,9 @@ pub enum Verdict {
     /// above with `l4::forward` (called from the program, not the classifier, so the two
     /// stack frames are not stacked on each other).
     Forward(u32, u32),
+    /// Maybe a reply of an L4 backend: the classifier's answer, which the program resolves
+    /// with `l4::reverse` (called from the program for the same reason as `l4::forward`).
+    Reply,
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` if the frame is too short.

@@ -23,8 +23,12 @@ use crate::{
 };
 
 /// Out of line (a BPF-to-BPF call), so no single stack frame passes the 512-byte limit.
+///
+/// With `replies`, a packet that may be an L4 backend's reply is answered with
+/// [`Verdict::Reply`] before anything else is looked at; the program then calls
+/// `l4::reverse`, and classifies again without `replies` when it was no reply.
 #[inline(never)]
-pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
+pub fn classify(ctx: &XdpContext, l2: &L2, replies: bool) -> Verdict {
     let cfg = maps::config();
     if cfg.pool_count == 0 {
         return Verdict::Pass(Counter::Passed);
@@ -36,10 +40,11 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
     };
     // Replies of L4 Service backends come back to the node (source NAT) or to the client
     // address (destination NAT only), never to a pool address: look for them first.
-    if cfg.snat_port_count != 0 || cfg.flags & CONFIG_F_L4_DNAT_ONLY != 0 {
-        if let Some(verdict) = l4::reverse(ctx, l2, &l3, &cfg) {
-            return verdict;
-        }
+    if replies
+        && (cfg.snat_port_count != 0 || cfg.flags & CONFIG_F_L4_DNAT_ONLY != 0)
+        && l4::maybe_reply(ctx, &l3, &cfg)
+    {
+        return Verdict::Reply;
     }
     if !maps::in_pool(&l3.dst, cfg.pool_count) {
         return Verdict::Pass(Counter::Passed);
@@ -100,7 +105,7 @@ pub fn classify(ctx: &XdpContext, l2: &L2) -> Verdict {
         Verdict::Drop(Counter::DroppedUnserved) => {
             maps::count_vip(&vip, |s| &mut s.dropped_unserved)
         }
-        Verdict::Drop(_) | Verdict::Redirect(_) | Verdict::Forward(..) => {}
+        Verdict::Drop(_) | Verdict::Redirect(_) | Verdict::Forward(..) | Verdict::Reply => {}
     }
     verdict
 }

@@ -40,8 +40,15 @@ pub fn client6() -> [u8; 16] {
 
 /// A loaded program with the fixture configuration.
 pub fn dataplane() -> Dataplane {
+    dataplane_from(lbgw::dataplane::object::bytes())
+}
+
+/// [`dataplane`] with the eBPF object `object` instead of the embedded one (benchmarks compare
+/// builds side by side).
+pub fn dataplane_from(object: &[u8]) -> Dataplane {
     require_root();
-    let mut dp = Dataplane::load().expect("load the embedded eBPF object");
+    let mut dp = Dataplane::load_with(object, &lbgw::dataplane::pin::Pinning::None)
+        .expect("load the eBPF object");
     dp.add_iface(LO_IFINDEX, 0, LBGW_MAC).unwrap();
     dp.add_iface(LO_IFINDEX, VLAN, LBGW_MAC).unwrap();
     dp.sync_vips(&[

@@ -158,7 +158,13 @@ impl L4Lab {
     /// A loaded program serving `frontends` (their VIPs must be [`VIP`] or [`vip6`]), with
     /// the pools of the fixture table and the [`SNAT_PORTS`] range.
     pub fn dataplane(&self, frontends: &[Frontend]) -> Dataplane {
-        let mut dp = Dataplane::load().expect("load the embedded eBPF object");
+        self.dataplane_from(lbgw::dataplane::object::bytes(), frontends)
+    }
+
+    /// [`L4Lab::dataplane`] with the eBPF object `object` instead of the embedded one.
+    pub fn dataplane_from(&self, object: &[u8], frontends: &[Frontend]) -> Dataplane {
+        let mut dp = Dataplane::load_with(object, &lbgw::dataplane::pin::Pinning::None)
+            .expect("load the eBPF object");
         dp.sync_vips(&[
             VipEntry {
                 ip: IpAddr::from(VIP),

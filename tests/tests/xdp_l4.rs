@@ -803,3 +803,140 @@ fn unroutable_backends_are_dropped_as_no_route() {
 fn sysctl(lab: &L4Lab, setting: &str) {
     lbgw_tests::netns::run(lab.netns().cmd("sysctl").args(["-q", "-w", setting]));
 }
+
+/// Now on `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    // SAFETY: a zeroed timespec is valid; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and pointer.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn neigh(lab: &L4Lab, args: &[&str]) {
+    let mut all = vec!["neigh"];
+    all.extend_from_slice(args);
+    lab.netns().ip(&all);
+}
+
+#[test]
+fn known_flows_use_their_cached_route_until_it_expires_then_pick_up_a_new_neighbour() {
+    let lab = L4Lab::new();
+    let mut dp = lab.dataplane(&[tcp_frontend(&[(backend(0), true)])]);
+    let (b, nat_port) = forward_syn(&lab, &mut dp, 29000);
+    assert_eq!(b, BACKEND4[0]);
+    let segment = client_tcp4(CLIENT_IP, 29000, 1001, TCP_ACK, b"x");
+    let forwarded = |mac: [u8; 6]| {
+        frame4(
+            mac,
+            lab.bk0_mac,
+            NODE4,
+            b,
+            PROTO_TCP,
+            63,
+            DF,
+            &tcp(
+                &NODE4,
+                &b,
+                nat_port,
+                BACKEND_PORT,
+                1001,
+                7001,
+                TCP_ACK,
+                b"x",
+            ),
+        )
+    };
+    // The route cache's clock is the test's: entries "refreshed" a minute from now stay
+    // fresh however slowly this runs (one entry per CPU map and one shared).
+    assert_eq!(
+        dp.set_l4_route_time(monotonic_ns() + 60_000_000_000)
+            .unwrap(),
+        2
+    );
+
+    // The backend moved to a new MAC: the flow keeps the cached one while it is fresh...
+    let new_mac = [0x02, 0, 0, 0, 0x09, 0xaa];
+    let b_ip = IpAddr::from(b).to_string();
+    neigh(
+        &lab,
+        &[
+            "replace",
+            &b_ip,
+            "lladdr",
+            "02:00:00:00:09:aa",
+            "dev",
+            "bk0",
+            "nud",
+            "permanent",
+        ],
+    );
+    let cached = forwarded(BACKEND_MAC[0]);
+    expect(&mut dp, "fresh cache", &segment, XDP_REDIRECT, &cached);
+    // ... and does not consult the FIB at all: without any neighbour entry it goes on.
+    neigh(&lab, &["del", &b_ip, "dev", "bk0"]);
+    expect(
+        &mut dp,
+        "fresh cache, no neighbour",
+        &segment,
+        XDP_REDIRECT,
+        &cached,
+    );
+    assert_eq!(counter(&dp, Counter::L4NoRoute), 0);
+
+    // Two seconds later (past L4_ROUTE_TTL_NS) the FIB is asked again: no neighbour now, so
+    // the packet is dropped as no route, and the flow keeps its entry.
+    let ttl = lbgw_common::L4_ROUTE_TTL_NS;
+    assert!(ttl < 2_000_000_000);
+    dp.set_l4_route_time(monotonic_ns() - 2_000_000_000)
+        .unwrap();
+    expect(
+        &mut dp,
+        "expired, no neighbour",
+        &segment,
+        XDP_DROP,
+        &segment,
+    );
+    assert_eq!(counter(&dp, Counter::L4NoRoute), 1);
+
+    // With the neighbour back at its new MAC, the next packet looks up the route (the entry
+    // was not refreshed by the failed lookup) and goes to the new MAC: same backend, same
+    // NAT port, nothing re-balanced.
+    neigh(
+        &lab,
+        &[
+            "replace",
+            &b_ip,
+            "lladdr",
+            "02:00:00:00:09:aa",
+            "dev",
+            "bk0",
+            "nud",
+            "permanent",
+        ],
+    );
+    expect(
+        &mut dp,
+        "refreshed route",
+        &segment,
+        XDP_REDIRECT,
+        &forwarded(new_mac),
+    );
+    // ... and cached: held fresh again, the new MAC outlives the neighbour entry.
+    dp.set_l4_route_time(monotonic_ns() + 60_000_000_000)
+        .unwrap();
+    neigh(&lab, &["del", &b_ip, "dev", "bk0"]);
+    expect(
+        &mut dp,
+        "re-cached route",
+        &segment,
+        XDP_REDIRECT,
+        &forwarded(new_mac),
+    );
+    assert_eq!(counter(&dp, Counter::L4NoRoute), 1);
+    assert_eq!(counter(&dp, Counter::L4Rebalanced), 0);
+    assert_eq!(counter(&dp, Counter::L4Forwarded), 5);
+}

@@ -12,11 +12,11 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use aya::maps::{Array, MapData, MapError};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues};
 use lbgw_common::{
-    L4_BACKEND_F_EXISTS, L4_BACKEND_F_READY, L4_RING_ELEMS, L4_RING_GENERATIONS, L4_RING_LANES,
-    L4_RING_SIZE, L4_SVC_F_ACTIVE, L4_SVC_F_AFFINITY, L4_SVC_F_SNAT, L4Backend, L4Service,
-    MAX_L4_BACKENDS, MAX_L4_SERVICES, names,
+    FlowKey, FlowState, L4_BACKEND_F_EXISTS, L4_BACKEND_F_READY, L4_RING_ELEMS,
+    L4_RING_GENERATIONS, L4_RING_LANES, L4_RING_SIZE, L4_SVC_F_ACTIVE, L4_SVC_F_AFFINITY,
+    L4_SVC_F_SNAT, L4Backend, L4Service, MAX_L4_BACKENDS, MAX_L4_SERVICES, names,
 };
 use tracing::{debug, warn};
 
@@ -88,6 +88,68 @@ impl L4Maps {
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
+}
+
+impl super::Dataplane {
+    /// Sets the time every known L4 flow last looked up its route (`FlowState::refreshed_ns`,
+    /// on every CPU and in the shared table) to `monotonic_ns`, a `CLOCK_MONOTONIC` time like
+    /// `bpf_ktime_get_ns()`. 0 makes each flow ask the FIB again on its next packet instead
+    /// of within [`lbgw_common::L4_ROUTE_TTL_NS`] (after a backend's neighbour entry or route
+    /// changed); a time in the future holds the cached routes until then. The fixture tests
+    /// control the route cache's clock with it. Returns the number of flows written.
+    pub fn set_l4_route_time(&mut self, monotonic_ns: u64) -> Result<usize, DataplaneError> {
+        let mut written = 0;
+        let per_cpu = self
+            .ebpf
+            .map_mut(names::L4_FLOWS)
+            .ok_or(DataplaneError::Missing {
+                what: "map",
+                name: names::L4_FLOWS,
+            })?;
+        let mut flows = PerCpuHashMap::<_, FlowKey, FlowState>::try_from(per_cpu)
+            .map_err(map_err(names::L4_FLOWS))?;
+        let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // An entry can be evicted meanwhile (LRU): skip it.
+            let Ok(values) = flows.get(&key, 0) else {
+                continue;
+            };
+            let values: Vec<FlowState> = values
+                .iter()
+                .map(|v| FlowState {
+                    refreshed_ns: monotonic_ns,
+                    ..*v
+                })
+                .collect();
+            let values = PerCpuValues::try_from(values)
+                .map_err(|e| map_err(names::L4_FLOWS)(MapError::IoError(e)))?;
+            flows
+                .insert(key, values, 0)
+                .map_err(map_err(names::L4_FLOWS))?;
+            written += 1;
+        }
+        let shared = self
+            .ebpf
+            .map_mut(names::L4_FLOWS_SHARED)
+            .ok_or(DataplaneError::Missing {
+                what: "map",
+                name: names::L4_FLOWS_SHARED,
+            })?;
+        let mut flows = HashMap::<_, FlowKey, FlowState>::try_from(shared)
+            .map_err(map_err(names::L4_FLOWS_SHARED))?;
+        let entries: Vec<(FlowKey, FlowState)> = flows.iter().filter_map(Result::ok).collect();
+        for (key, value) in entries {
+            let value = FlowState {
+                refreshed_ns: monotonic_ns,
+                ..value
+            };
+            flows
+                .insert(key, value, 0)
+                .map_err(map_err(names::L4_FLOWS_SHARED))?;
+            written += 1;
+        }
+        Ok(written)
+    }
 }
 
 impl L4State {

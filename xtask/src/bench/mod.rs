@@ -12,6 +12,7 @@ pub mod flood;
 mod loadgen;
 mod procs;
 mod report;
+mod xdpgen;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
