@@ -168,8 +168,9 @@ mod lbgw_run {
         #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
         pub watch_debounce: std::time::Duration,
         /// Proxy worker threads, each serving the connections it accepts (with its own
-        /// SO_REUSEPORT socket per port and its own backend connections). Default: one per CPU.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        /// SO_REUSEPORT socket per port and its own backend connections). Default: one per CPU
+        /// (always so with --kubernetes for now).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "kubernetes")]
         pub workers: Option<u16>,
         #[command(flatten)]
         pub limits: LimitArgs,
