@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Access log format.
     pub access_log: AccessLogFormat,
+    /// Proxy worker threads (`--workers`).
+    pub workers: usize,
     /// Connection, header and HTTP/2 limits of the proxy.
     pub limits: Limits,
     /// Passive outlier detection.
@@ -638,6 +640,7 @@ fn start_proxy(
             metrics: Arc::clone(metrics),
             access_log: AccessLog::start(opts.access_log),
             steered,
+            workers: opts.workers,
         },
     )?;
     let handle = proxy.handle();

@@ -167,6 +167,10 @@ mod lbgw_run {
         /// File changes within this long are applied as one reload.
         #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
         pub watch_debounce: std::time::Duration,
+        /// Proxy worker threads, each serving the connections it accepts (with its own
+        /// SO_REUSEPORT socket per port and its own backend connections). Default: one per CPU.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        pub workers: Option<u16>,
         #[command(flatten)]
         pub limits: LimitArgs,
     }
@@ -248,6 +252,9 @@ mod lbgw_run {
             admin: args.admin,
             drain_timeout: args.drain_timeout,
             access_log: args.access_log,
+            workers: args
+                .workers
+                .map_or_else(lbgw::proxy::default_workers, usize::from),
             limits: lbgw::proxy::Limits {
                 max_connections: args.limits.max_connections,
                 max_header_bytes: args.limits.max_header_bytes,

@@ -102,6 +102,30 @@ fn curl(client: &Netns, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The admin endpoint's address, from lbgw's log.
+fn admin_addr(lbgw: &Lbgw) -> String {
+    let log = lbgw.log();
+    log.lines()
+        .find_map(|l| l.split("admin endpoint listening on ").nth(1))
+        .unwrap_or_else(|| panic!("no admin address:\n{log}"))
+        .trim()
+        .to_owned()
+}
+
+/// `lbgw_worker_connections_total` by worker, from the admin endpoint in `node`.
+fn worker_connections(node: &Netns, admin: &str) -> Vec<(String, u64)> {
+    let (ok, metrics) = curl(node, &[&format!("{admin}/metrics")]);
+    assert!(ok, "{metrics}");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("lbgw_worker_connections_total{worker=\""))
+        .filter_map(|l| {
+            let (worker, value) = l.split_once("\"} ")?;
+            Some((worker.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn maps(node: &Netns) -> String {
     let out = node
         .cmd(lbgw_bin())
@@ -196,7 +220,13 @@ fn gateway_traffic_reaches_the_proxy_through_sk_lookup() {
         "ollama",
     );
     let _n8n = HttpNameServer::start(&site.backends[0], "0.0.0.0:5678".parse().unwrap(), "n8n");
-    let mut lbgw = start_lbgw(&site, &gateway_config(&cert));
+    // Four proxy workers, each with its own socket in the port's SO_REUSEPORT group; the
+    // sk_lookup program hands connections to one member of the group.
+    let mut lbgw = start_lbgw_with(
+        &site,
+        &gateway_config(&cert),
+        &["--no-pin", "--workers", "4", "--admin", "127.0.0.1:0"],
+    );
     let ca = ca.to_str().unwrap();
 
     for vip in ["192.0.2.20", "[2001:db8::120]"] {
@@ -221,6 +251,35 @@ fn gateway_traffic_reaches_the_proxy_through_sk_lookup() {
     assert!(ok && out.starts_with("ollama /ollama/x"), "{out}");
     let (ok, out) = curl(&site.client, &["http://192.0.2.21/ollama/x"]);
     assert!(ok && out.starts_with("n8n /ollama/x"), "{out}");
+
+    // The kernel applies the group's SO_REUSEPORT selection to the socket sk_lookup chose
+    // (net/ipv4/inet_hashtables.c inet_lookup_run_sk_lookup): new connections, from new
+    // source ports, reach more than one worker, for each address family.
+    let admin = admin_addr(&lbgw);
+    for vip in ["192.0.2.20", "[2001:db8::120]"] {
+        let before = worker_connections(&site.node, &admin);
+        for _ in 0..24 {
+            let (ok, out) = curl(&site.client, &[&format!("http://{vip}/ollama/x")]);
+            assert!(
+                ok && out.starts_with("ollama /ollama/x"),
+                "via {vip}: {out}"
+            );
+        }
+        let after = worker_connections(&site.node, &admin);
+        let served: Vec<u64> = after
+            .iter()
+            .map(|(w, n)| n - before.iter().find(|(b, _)| b == w).map_or(0, |(_, n)| *n))
+            .collect();
+        assert_eq!(
+            served.iter().sum::<u64>(),
+            24,
+            "via {vip}: {after:?} - {before:?}"
+        );
+        assert!(
+            served.iter().filter(|&&n| n > 0).count() >= 2,
+            "via {vip}, every connection reached one worker: {served:?}"
+        );
+    }
 
     // The proxy binds no VIP and no public port: only loopback.
     let ss = site.node.cmd("ss").args(["-Hltn"]).output().expect("ss");

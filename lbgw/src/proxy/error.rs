@@ -35,6 +35,9 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// A proxy worker thread (or its runtime) could not be started.
+    #[error("starting a proxy worker thread")]
+    Worker(#[source] std::io::Error),
     /// The TLS handshake with a client failed.
     #[error("TLS handshake with {peer}")]
     Handshake {
@@ -151,6 +154,7 @@ impl ProxyError {
             | Self::BackendTimeout { .. }
             | Self::RequestTimeout(_) => Side::Upstream,
             Self::Bind { .. }
+            | Self::Worker(_)
             | Self::NoBackend
             | Self::InvalidBackend { .. }
             | Self::UnsupportedFilter { .. }
@@ -181,6 +185,7 @@ impl ProxyError {
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::BackendTimeout { .. } | Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Bind { .. }
+            | Self::Worker(_)
             | Self::Handshake { .. }
             | Self::NoCertificate { .. }
             | Self::NoBackend

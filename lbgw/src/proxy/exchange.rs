@@ -60,24 +60,35 @@ impl Exchange {
     ) -> Self {
         state.stream_started();
         shared.metrics.active_streams.inc();
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or_default()
-            .to_owned();
+        // What only the access log uses is copied only when there is one.
+        let logged = shared.access_log.enabled();
+        let host = if logged {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            String::new()
+        };
         let listener = conn
             .tls
+            .filter(|_| logged)
             .map(|i| {
                 let l = &conn.port().listeners[i];
                 format!("{}/{}/{}", l.gateway.namespace, l.gateway.name, l.name)
             })
             .unwrap_or_default();
+        let path = if logged {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
         Self {
             shared: Arc::clone(shared),
             state,
@@ -86,7 +97,7 @@ impl Exchange {
             method: req.method().clone(),
             version: req.version(),
             host,
-            path: req.uri().path().to_owned(),
+            path,
             listener,
             route: String::new(),
             rule: None,
@@ -98,6 +109,12 @@ impl Exchange {
             status: None,
             ttfb: None,
         }
+    }
+
+    /// Whether the exchange ends in an access log line (else its host, path and listener
+    /// are not recorded).
+    pub(crate) fn logged(&self) -> bool {
+        self.shared.access_log.enabled()
     }
 
     /// The response head is ready: the exchange now travels with its body and finishes
@@ -128,17 +145,16 @@ impl Drop for Exchange {
         metrics.active_streams.dec();
         self.state.stream_ended(self.status.is_none());
         if let Some(status) = self.status {
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route: self.route.clone(),
-                    backend: self.backend.clone(),
-                    code: status_class(status),
-                })
-                .inc();
-            let labels = RouteLabels {
+            // The label strings move into the label sets and back: no copies.
+            let labels = RequestLabels {
                 route: std::mem::take(&mut self.route),
                 backend: std::mem::take(&mut self.backend),
+                code: status_class(status),
+            };
+            metrics.requests.get_or_create(&labels).inc();
+            let labels = RouteLabels {
+                route: labels.route,
+                backend: labels.backend,
             };
             metrics
                 .request_duration

@@ -44,6 +44,13 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// A proxy worker thread.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// Its index, from 0.
+    pub worker: String,
+}
+
 /// A reload outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -73,6 +80,8 @@ pub struct ProxyMetrics {
     pub active_streams: Gauge,
     /// Client connections accepted.
     pub connections: Counter,
+    /// Client connections accepted, by worker thread (how `SO_REUSEPORT` spread them).
+    pub worker_connections: Family<WorkerLabels, Counter>,
     /// Client connections refused or closed by lbgw, by reason (`connection_limit`,
     /// `idle_timeout`, `premature_resets`).
     pub connections_closed: Family<ReasonLabels, Counter>,
@@ -99,6 +108,7 @@ impl Default for ProxyMetrics {
             active_connections: Gauge::default(),
             active_streams: Gauge::default(),
             connections: Counter::default(),
+            worker_connections: Family::default(),
             connections_closed: Family::default(),
             tls_handshake_failures: Family::default(),
             upstream_connect_errors: Family::default(),
@@ -144,6 +154,11 @@ impl ProxyMetrics {
             "connections",
             "Client connections accepted",
             self.connections.clone(),
+        );
+        registry.register(
+            "worker_connections",
+            "Client connections accepted, by proxy worker thread",
+            self.worker_connections.clone(),
         );
         registry.register(
             "connections_closed",

@@ -1,7 +1,10 @@
 //! The Gateway API data path: an HTTP/1.1, HTTP/2 and TLS proxy serving the [`GatewayModel`].
 //!
 //! The modules follow a request:
-//! - `listener`: one socket per Gateway port, bound on all addresses (or `--bind`);
+//! - `workers`: N threads, each a single-threaded runtime serving the connections it accepts
+//!   with its own upstream pool (thread per core);
+//! - `listener`: per Gateway port, one `SO_REUSEPORT` socket per worker, bound on all
+//!   addresses (or `--bind`);
 //! - `server`: a connection: the listeners serving its local address, TLS, HTTP/1.1 or h2;
 //! - `tls`: SNI picks the HTTPS listener and its certificate;
 //! - `request`: route, filters ([`filters`], `cors`), backend, timeouts, retries (`retry`);
@@ -43,6 +46,7 @@ mod server;
 pub mod tls;
 mod upgrade;
 pub mod upstream;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -51,7 +55,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use self::access_log::{AccessLog, AccessLogFormat};
@@ -60,6 +66,7 @@ pub use self::error::{ProxyError, Side};
 pub use self::limits::Limits;
 pub use self::metrics::ProxyMetrics;
 pub use self::outlier::{EndpointHealth, OutlierOptions, Outliers};
+pub use self::workers::default_count as default_workers;
 
 use self::tls::TlsConfigs;
 use self::upstream::Upstreams;
@@ -88,6 +95,8 @@ pub struct ProxyOptions {
     /// an IPv4 connection to a dual-stack socket bound to `::1`); `bind` and
     /// `ephemeral_ports` are then ignored. [`ProxyHandle::listener_fds`] gives the sockets.
     pub steered: bool,
+    /// Worker threads, each with its own socket per port and upstream pool (at least 1).
+    pub workers: usize,
 }
 
 impl Default for ProxyOptions {
@@ -101,22 +110,28 @@ impl Default for ProxyOptions {
             metrics: Arc::default(),
             access_log: AccessLog::Off,
             steered: false,
+            workers: workers::default_count(),
         }
     }
 }
 
-/// State every connection shares.
+/// State the connections of a worker share; all but the upstream pool is shared by every
+/// worker.
+#[derive(Clone)]
 pub(crate) struct Shared {
     /// The model; swapped whole on reload.
     pub(crate) model: Arc<ArcSwap<GatewayModel>>,
+    /// The worker's own backend connections.
     pub(crate) upstreams: Arc<Upstreams>,
-    pub(crate) tls: TlsConfigs,
+    pub(crate) tls: Arc<TlsConfigs>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<ProxyMetrics>,
     pub(crate) access_log: AccessLog,
-    pub(crate) outliers: Outliers,
+    pub(crate) outliers: Arc<Outliers>,
     /// One permit per open client connection.
     pub(crate) connections: Arc<Semaphore>,
+    /// Connections the worker accepted (its series of `worker_connections`).
+    pub(crate) worker_connections: Counter,
 }
 
 /// A connection, as requests on it see it: the model it is served under, which changes when
@@ -182,52 +197,73 @@ impl Conn {
     }
 }
 
-/// The proxy: bound sockets, ready to serve.
+/// The proxy: bound sockets and started workers, ready to serve.
 pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Arc<Listeners>,
-    accepted: mpsc::Receiver<listener::Accepted>,
+    threads: workers::Threads,
+    serving: watch::Sender<bool>,
+    drain: watch::Sender<bool>,
     drain_timeout: Duration,
 }
 
-/// The bound listener sockets, one per Gateway port, each with its accept loop.
+/// The bound listener sockets: per Gateway port, one per worker (per address when steered),
+/// each with its accept loop on its worker.
 struct Listeners {
     bind: Option<IpAddr>,
     ephemeral_ports: bool,
     steered: bool,
-    tx: mpsc::Sender<listener::Accepted>,
-    bound: Mutex<BTreeMap<u16, Bound>>,
+    workers: Vec<workers::Worker>,
+    serving: watch::Receiver<bool>,
+    bound: Mutex<Bound>,
 }
 
-/// The socket(s) of one Gateway port: one, or two when steered (IPv4 and IPv6 loopback).
+/// The sockets of every port, and the drain receiver handed to new accept loops (taken when
+/// the proxy closes its listeners, so that only connections hold one).
 struct Bound {
-    sockets: Vec<BoundSocket>,
+    ports: BTreeMap<u16, PortSockets>,
+    drain: Option<watch::Receiver<bool>>,
 }
 
-struct BoundSocket {
+/// The sockets of one Gateway port: a group per address (one address, or two when steered:
+/// IPv4 and IPv6 loopback), one socket per worker in each.
+struct PortSockets {
+    groups: Vec<Group>,
+}
+
+/// The `SO_REUSEPORT` group of one address.
+struct Group {
     addr: SocketAddr,
-    task: JoinHandle<()>,
-    /// A duplicate of the socket's fd, for the `sk_lookup` listener map.
+    /// A duplicate of the first socket's fd, for the `sk_lookup` listener map: the kernel
+    /// picks the group member from there.
     fd: std::os::fd::OwnedFd,
+    /// The accept loops, one per worker; each owns its socket.
+    tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for BoundSocket {
+impl Drop for Group {
     fn drop(&mut self) {
-        // The accept loop owns the socket: aborting it (and closing `fd`) closes the socket,
-        // which also takes it out of the kernel's listener map.
-        self.task.abort();
+        // The accept loops own the sockets: aborting them (and closing `fd`) closes the
+        // sockets, which also takes them out of the kernel's listener map.
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
-impl Bound {
+impl PortSockets {
     fn addrs(&self) -> String {
-        let addrs: Vec<String> = self.sockets.iter().map(|s| s.addr.to_string()).collect();
+        let addrs: Vec<String> = self.groups.iter().map(|g| g.addr.to_string()).collect();
         addrs.join(", ")
     }
 }
 
 impl Listeners {
-    fn bind_port(&self, port: u16) -> Result<Bound, ProxyError> {
+    fn bind_port(
+        &self,
+        port: u16,
+        drain: &watch::Receiver<bool>,
+    ) -> Result<PortSockets, ProxyError> {
         let targets: Vec<(Option<IpAddr>, u16)> = if self.steered {
             vec![
                 (Some(std::net::Ipv4Addr::LOCALHOST.into()), 0),
@@ -236,9 +272,9 @@ impl Listeners {
         } else {
             vec![(self.bind, if self.ephemeral_ports { 0 } else { port })]
         };
-        let mut sockets = Vec::with_capacity(targets.len());
+        let mut groups = Vec::with_capacity(targets.len());
         for (ip, bind_port) in targets {
-            let socket = listener::bind(ip, bind_port)?;
+            let sockets = listener::bind_group(ip, bind_port, self.workers.len())?;
             let bind_err = |source| ProxyError::Bind {
                 addr: SocketAddr::new(
                     ip.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()),
@@ -246,36 +282,68 @@ impl Listeners {
                 ),
                 source,
             };
-            let addr = socket.local_addr().map_err(bind_err)?;
-            let fd = std::os::fd::AsFd::as_fd(&socket)
+            let first = sockets
+                .first()
+                .ok_or_else(|| bind_err(std::io::Error::other("no worker to serve the socket")))?;
+            let addr = first.local_addr().map_err(bind_err)?;
+            let fd = std::os::fd::AsFd::as_fd(first)
                 .try_clone_to_owned()
                 .map_err(bind_err)?;
-            tracing::info!(gateway_port = port, "proxy listening on {addr}");
-            let task = tokio::spawn(listener::accept_loop(socket, port, self.tx.clone()));
-            sockets.push(BoundSocket { addr, task, fd });
+            // Registered with every worker's reactor before any accept loop starts, so that
+            // an error leaves nothing behind.
+            let mut registered = Vec::with_capacity(sockets.len());
+            for (socket, worker) in sockets.into_iter().zip(&self.workers) {
+                let _runtime = worker.runtime.enter();
+                registered.push(TcpListener::from_std(socket).map_err(bind_err)?);
+            }
+            let tasks = registered
+                .into_iter()
+                .zip(&self.workers)
+                .map(|(socket, worker)| {
+                    worker.runtime.spawn(listener::accept_loop(
+                        socket,
+                        listener::Accepting {
+                            gateway_port: port,
+                            shared: Arc::clone(&worker.shared),
+                            serving: self.serving.clone(),
+                            drain: drain.clone(),
+                        },
+                    ))
+                })
+                .collect();
+            tracing::info!(
+                gateway_port = port,
+                workers = self.workers.len(),
+                "proxy listening on {addr}"
+            );
+            groups.push(Group { addr, fd, tasks });
         }
-        Ok(Bound { sockets })
+        Ok(PortSockets { groups })
     }
 
     /// Binds the ports of `model` not bound yet and closes those it no longer has. All or
     /// nothing: when one port cannot be bound, the ports bound for it are closed again and
-    /// the sockets are as before.
+    /// the sockets are as before. After [`Listeners::close_all`], binds nothing.
     fn sync(&self, model: &GatewayModel) -> Result<PortChanges, ProxyError> {
         let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(drain) = bound.drain.clone() else {
+            return Ok(PortChanges::default());
+        };
         let wanted: Vec<u16> = model.ports.iter().map(|p| p.port).collect();
         let mut added = BTreeMap::new();
         for &port in &wanted {
-            if !bound.contains_key(&port) {
-                added.insert(port, self.bind_port(port)?);
+            if !bound.ports.contains_key(&port) {
+                added.insert(port, self.bind_port(port, &drain)?);
             }
         }
         let removed: Vec<u16> = bound
+            .ports
             .keys()
             .copied()
             .filter(|p| !wanted.contains(p))
             .collect();
         for port in &removed {
-            if let Some(b) = bound.remove(port) {
+            if let Some(b) = bound.ports.remove(port) {
                 tracing::info!(
                     gateway_port = port,
                     "proxy no longer listening on {}",
@@ -287,35 +355,37 @@ impl Listeners {
             added: added.keys().copied().collect(),
             removed,
         };
-        bound.extend(added);
+        bound.ports.extend(added);
         Ok(changes)
     }
 
     fn addrs(&self) -> Vec<(u16, SocketAddr)> {
         let bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
         bound
+            .ports
             .iter()
-            .flat_map(|(p, b)| b.sockets.iter().map(move |s| (*p, s.addr)))
+            .flat_map(|(p, b)| b.groups.iter().map(move |g| (*p, g.addr)))
             .collect()
     }
 
     fn fds(&self) -> Vec<(u16, bool, std::os::fd::OwnedFd)> {
         let bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
         bound
+            .ports
             .iter()
             .flat_map(|(p, b)| {
-                b.sockets
+                b.groups
                     .iter()
-                    .filter_map(move |s| Some((*p, s.addr.is_ipv6(), s.fd.try_clone().ok()?)))
+                    .filter_map(move |g| Some((*p, g.addr.is_ipv6(), g.fd.try_clone().ok()?)))
             })
             .collect()
     }
 
+    /// Closes every socket; later [`Listeners::sync`] calls bind nothing.
     fn close_all(&self) {
-        self.bound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        bound.ports.clear();
+        bound.drain = None;
     }
 }
 
@@ -353,13 +423,14 @@ impl ProxyHandle {
         self.shared.model.load_full()
     }
 
-    /// The Gateway port and local address of every socket.
+    /// The Gateway port and local address of every socket group.
     pub fn local_addrs(&self) -> Vec<(u16, SocketAddr)> {
         self.listeners.addrs()
     }
 
-    /// The Gateway port, address family (true: IPv6) and a duplicate fd of every listening
-    /// socket, for the `sk_lookup` steering.
+    /// The Gateway port, address family (true: IPv6) and a duplicate fd of one listening
+    /// socket per port and address, for the `sk_lookup` steering: the kernel spreads what the
+    /// program hands to it over the workers' sockets of its `SO_REUSEPORT` group.
     pub fn listener_fds(&self) -> Vec<(u16, bool, std::os::fd::OwnedFd)> {
         self.listeners.fds()
     }
@@ -371,39 +442,49 @@ impl ProxyHandle {
 }
 
 impl Proxy {
-    /// Binds one socket per port of the current model and starts accepting (connections
-    /// wait for [`Proxy::serve`]). Must be called within a Tokio runtime.
+    /// Starts `opts.workers` worker threads and binds, per port of the current model, one
+    /// socket per worker; connections wait in the backlog until [`Proxy::serve`].
     pub fn bind(
         model: Arc<ArcSwap<GatewayModel>>,
         opts: &ProxyOptions,
     ) -> Result<Self, ProxyError> {
-        let (tx, accepted) = mpsc::channel::<listener::Accepted>(256);
+        let shared = Shared {
+            model,
+            upstreams: Arc::new(Upstreams::new()),
+            tls: Arc::default(),
+            limits: opts.limits.clone(),
+            metrics: Arc::clone(&opts.metrics),
+            access_log: opts.access_log.clone(),
+            outliers: Arc::new(Outliers::new(opts.outlier.clone())),
+            connections: Arc::new(Semaphore::new(opts.limits.max_connections)),
+            worker_connections: Counter::default(),
+        };
+        let (workers, threads) = workers::start(opts.workers.max(1), &shared)?;
+        let (serving, serving_rx) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(false);
         let listeners = Arc::new(Listeners {
             bind: opts.bind,
             ephemeral_ports: opts.ephemeral_ports,
             steered: opts.steered,
-            tx,
-            bound: Mutex::new(BTreeMap::new()),
-        });
-        listeners.sync(&model.load())?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                model,
-                upstreams: Arc::new(Upstreams::new()),
-                tls: TlsConfigs::default(),
-                limits: opts.limits.clone(),
-                metrics: Arc::clone(&opts.metrics),
-                access_log: opts.access_log.clone(),
-                outliers: Outliers::new(opts.outlier.clone()),
-                connections: Arc::new(Semaphore::new(opts.limits.max_connections)),
+            workers,
+            serving: serving_rx,
+            bound: Mutex::new(Bound {
+                ports: BTreeMap::new(),
+                drain: Some(drain_rx),
             }),
+        });
+        listeners.sync(&shared.model.load())?;
+        Ok(Self {
+            shared: Arc::new(shared),
             listeners,
-            accepted,
+            threads,
+            serving,
+            drain,
             drain_timeout: opts.drain_timeout,
         })
     }
 
-    /// The Gateway port and local address of every socket.
+    /// The Gateway port and local address of every socket group.
     pub fn local_addrs(&self) -> Vec<(u16, SocketAddr)> {
         self.listeners.addrs()
     }
@@ -418,58 +499,41 @@ impl Proxy {
 
     /// Serves until `shutdown` completes; then closes the listener sockets and lets open
     /// connections finish their requests (HTTP/1.1 closes after the current response,
-    /// HTTP/2 sends GOAWAY) for at most the drain timeout.
+    /// HTTP/2 sends GOAWAY) for at most the drain timeout; then stops the workers, which
+    /// closes what is left.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Proxy {
-            shared,
+            shared: _,
             listeners,
-            mut accepted,
+            threads,
+            serving,
+            drain,
             drain_timeout,
         } = self;
-        // Every connection holds a receiver; `closed()` completes when all are gone.
-        let (drain_tx, drain_rx) = watch::channel(false);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                next = accepted.recv() => {
-                    let Some((stream, peer, port)) = next else { break };
-                    let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
-                        // Over the connection limit: closed at once, the others go on.
-                        shared.metrics.connections_closed
-                            .get_or_create(&metrics::ReasonLabels { reason: "connection_limit" })
-                            .inc();
-                        tracing::debug!(%peer, "connection limit reached; connection closed");
-                        continue;
-                    };
-                    let shared = Arc::clone(&shared);
-                    let drain = drain_rx.clone();
-                    tokio::spawn(async move {
-                        server::serve(shared, stream, peer, port, drain).await;
-                        drop(permit);
-                    });
-                }
-            }
-        }
+        // Dropped last, also when this future is dropped: stops the workers.
+        let _threads = StopOnDrop {
+            threads: Some(threads),
+            listeners: Arc::clone(&listeners),
+        };
+        let _ = serving.send(true);
+        shutdown.await;
         listeners.close_all();
-        drop(accepted);
-        drop(drain_rx);
-        let open = drain_tx.receiver_count();
+        // Every connection holds a receiver; `closed()` completes when all are gone (the
+        // aborted accept loops drop theirs as their workers get to them).
+        let open = drain.receiver_count();
         tracing::info!(connections = open, "proxy draining");
-        let _ = drain_tx.send(true);
-        if tokio::time::timeout(drain_timeout, drain_tx.closed())
+        let _ = drain.send(true);
+        if tokio::time::timeout(drain_timeout, drain.closed())
             .await
             .is_err()
         {
             tracing::warn!(
-                connections = drain_tx.receiver_count(),
+                connections = drain.receiver_count(),
                 "proxy drain timed out after {drain_timeout:?}; closing open connections"
             );
         }
     }
-}
 
-impl Proxy {
     /// Serves in a task of its own until [`RunningProxy::stop`].
     pub fn spawn(self) -> RunningProxy {
         let (tx, rx) = oneshot::channel();
@@ -477,6 +541,20 @@ impl Proxy {
             let _ = rx.await;
         }));
         RunningProxy { stop: tx, task }
+    }
+}
+
+/// Closes the listeners and stops the worker threads when the serving future ends or is
+/// dropped.
+struct StopOnDrop {
+    threads: Option<workers::Threads>,
+    listeners: Arc<Listeners>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.listeners.close_all();
+        drop(self.threads.take());
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Outliers {
     endpoints: Mutex<HashMap<SocketAddr, Health>>,
     /// Endpoints with an ejection that may still be running: while 0, picking takes no lock.
     ejected: AtomicUsize,
+    /// Endpoints in `endpoints`: while 0, a success (the usual outcome) takes no lock.
+    tracked: AtomicUsize,
 }
 
 /// One endpoint's state, for `/status`.
@@ -87,6 +89,7 @@ impl Outliers {
             options,
             endpoints: Mutex::new(HashMap::new()),
             ejected: AtomicUsize::new(0),
+            tracked: AtomicUsize::new(0),
         }
     }
 
@@ -125,8 +128,26 @@ impl Outliers {
         if threshold == 0 {
             return;
         }
+        if outcome == Outcome::Success && self.tracked.load(Ordering::Acquire) == 0 {
+            // Nothing to reset (a failure racing in from another worker is as if it came
+            // just after this success).
+            return;
+        }
         let now = Instant::now();
         let mut map = self.lock();
+        self.record(&mut map, endpoint, outcome, now, threshold, metrics);
+        self.tracked.store(map.len(), Ordering::Release);
+    }
+
+    fn record(
+        &self,
+        map: &mut HashMap<SocketAddr, Health>,
+        endpoint: SocketAddr,
+        outcome: Outcome,
+        now: Instant,
+        threshold: u32,
+        metrics: &ProxyMetrics,
+    ) {
         if outcome == Outcome::Success && !map.contains_key(&endpoint) {
             return;
         }

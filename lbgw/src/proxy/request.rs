@@ -54,7 +54,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy of the path unless it is logged.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let mut exchange = Exchange::start(&shared, &conn, state, &req);
     let response = match proxy(&shared, &conn, req, &mut exchange).await {
         Ok(response) => {
@@ -103,10 +105,12 @@ async fn proxy(
         host: host.clone(),
         path: parts.uri.path().to_owned(),
     })?;
-    exchange.listener = format!(
-        "{}/{}/{}",
-        m.listener.gateway_namespace, m.listener.gateway_name, m.listener.name
-    );
+    if exchange.logged() {
+        exchange.listener = format!(
+            "{}/{}/{}",
+            m.listener.gateway_namespace, m.listener.gateway_name, m.listener.name
+        );
+    }
     exchange.route = m.route.to_string();
     exchange.rule = Some(m.rule_index);
     let path = parts.uri.path().to_owned();
@@ -183,15 +187,19 @@ async fn proxy(
         _ => retry,
     };
     let backend_timeout = m.rule.timeouts.backend_request;
-    let (head_ref, body_ref) = (&head, &mut body);
+    // Without retries there is one attempt: it takes the head instead of copying it.
+    let reuse_head = retry.is_some();
+    let mut head = Some(head);
+    let (head_ref, body_ref) = (&mut head, &mut body);
     let resolved_ref: &ResolvedBackend = &resolved;
     let host_ref = upstream_host.as_ref();
     let last_endpoint = std::sync::Mutex::new(None);
     let last_ref = &last_endpoint;
     let attempts = retry::run(retry, move |_| {
-        let request = build_request(head_ref, body_ref);
+        let request = build_request(head_ref, body_ref, reuse_head);
         let endpoint = shared.outliers.pick(&resolved_ref.endpoints);
         async move {
+            let request = request?;
             let endpoint = endpoint.ok_or(ProxyError::NoReadyEndpoints)?;
             if let Ok(mut last) = last_ref.lock() {
                 *last = Some(endpoint);
@@ -412,20 +420,34 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// The upstream request for one attempt. A streamed body goes with the first attempt only
-/// (there is no retry then).
-fn build_request(head: &Request<()>, body: &mut RequestBody) -> Request<ProxyBody> {
+/// (there is no retry then). With `reuse`, the head is copied for a later attempt; without,
+/// the one attempt takes it.
+fn build_request(
+    head: &mut Option<Request<()>>,
+    body: &mut RequestBody,
+    reuse: bool,
+) -> Result<Request<ProxyBody>, ProxyError> {
     let body = match body {
         RequestBody::Empty => body::empty(),
         RequestBody::Buffered(bytes) => body::full(bytes.clone()),
         RequestBody::Streaming(incoming) => incoming.take().unwrap_or_else(body::empty),
     };
-    let mut request = Request::new(body);
-    *request.method_mut() = head.method().clone();
-    *request.uri_mut() = head.uri().clone();
-    *request.headers_mut() = head.headers().clone();
+    let mut request = match (reuse, head.as_ref()) {
+        (true, Some(head)) => {
+            let mut request = Request::new(body);
+            *request.method_mut() = head.method().clone();
+            *request.uri_mut() = head.uri().clone();
+            *request.headers_mut() = head.headers().clone();
+            request
+        }
+        _ => head
+            .take()
+            .ok_or_else(|| ProxyError::BadRequest("request head already sent".to_owned()))?
+            .map(|()| body),
+    };
     // Nothing of the client connection (hyper's upgrade handle among others) travels on.
     *request.extensions_mut() = Extensions::new();
-    request
+    Ok(request)
 }
 
 fn send_mirror(

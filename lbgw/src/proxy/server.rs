@@ -57,6 +57,7 @@ pub async fn serve(
     drain: watch::Receiver<bool>,
 ) {
     shared.metrics.connections.inc();
+    shared.worker_connections.inc();
     shared.metrics.active_connections.inc();
     serve_connection(&shared, stream, peer, gateway_port, drain).await;
     shared.metrics.active_connections.dec();

@@ -11,11 +11,17 @@
 
 use std::collections::HashMap;
 
+use smallvec::SmallVec;
+
 use super::hostname::Hostname;
 use super::matches::PathMatch;
 
 /// A candidate's position in the listener's tie-break order.
 pub(crate) type Ordinal = u32;
+
+/// The candidates of one lookup: on the stack unless the request can match more than this
+/// many (route, rule, match) entries, so a lookup does not allocate.
+pub(crate) type Candidates = SmallVec<[Ordinal; 32]>;
 
 /// Candidates by path match.
 #[derive(Debug, Default)]
@@ -42,7 +48,7 @@ impl PathIndex {
     }
 
     /// Adds the candidates whose path match can match `path` to `out`.
-    fn collect(&self, path: &str, out: &mut Vec<Ordinal>) {
+    fn collect(&self, path: &str, out: &mut Candidates) {
         if let Some(c) = self.exact.get(path) {
             out.extend_from_slice(c);
         }
@@ -84,7 +90,7 @@ impl ListenerIndex {
 
     /// The candidates that may match `host` (normalized) and `path`, in tie-break order and
     /// without duplicates (a route with several matching hostnames is filed more than once).
-    pub(crate) fn candidates(&self, host: &str, path: &str, out: &mut Vec<Ordinal>) {
+    pub(crate) fn candidates(&self, host: &str, path: &str, out: &mut Candidates) {
         out.clear();
         if let Some(paths) = self.exact.get(host) {
             paths.collect(path, out);
@@ -117,9 +123,9 @@ mod tests {
     }
 
     fn found(index: &ListenerIndex, host: &str, path: &str) -> Vec<Ordinal> {
-        let mut out = Vec::new();
+        let mut out = Candidates::new();
         index.candidates(host, path, &mut out);
-        out
+        out.to_vec()
     }
 
     fn prefix(p: &str) -> PathMatch {

@@ -12,7 +12,7 @@ use super::attach;
 use super::error::{BuildError, RouteId};
 use super::filters::{RedirectRequest, Scheme};
 use super::hostname::{HostScore, Hostname, best_route_score, normalize_host};
-use super::index::{ListenerIndex, Ordinal};
+use super::index::{Candidates, ListenerIndex, Ordinal};
 use super::matches::{MatchScore, PathMatch, Prepared, parse_query};
 use super::rule::{self, CompiledRule, Rule};
 use super::{ListenerRef, RequestParts};
@@ -261,7 +261,7 @@ impl RouteTable {
 
         // Only the candidates whose hostname and path can match; in tie-break order, so the
         // first of equal scores still wins as in a scan of every candidate.
-        let mut ordinals = Vec::new();
+        let mut ordinals = Candidates::new();
         entry.index.candidates(&host, req.path, &mut ordinals);
         self.best(entry, &host, &prepared, ordinals)
     }

@@ -208,12 +208,16 @@ fn start_targets(lbgw: &Path, dir: &Path, backend: SocketAddr) -> Result<Vec<Tar
         "--access-log",
         "off",
         "--no-watch",
+        // Like nginx's worker_processes and HAProxy's nbthread.
+        "--workers",
+        &configs::WORKERS.to_string(),
     ])
     .arg("--config")
     .arg(&config)
     .arg("--state")
     .arg(dir.join("ipam.json"))
-    .env("TOKIO_WORKER_THREADS", configs::WORKERS.to_string())
+    // The proxy serves on its --workers threads; the main runtime only runs the daemon.
+    .env("TOKIO_WORKER_THREADS", "1")
     .env("LBGW_LOG", "warn");
     targets.push(start("lbgw", cmd, port, dir)?);
 
