@@ -511,7 +511,7 @@ impl Proxy {
             drain_timeout,
         } = self;
         // Dropped last, also when this future is dropped: stops the workers.
-        let _threads = StopOnDrop {
+        let mut stop = StopOnDrop {
             threads: Some(threads),
             listeners: Arc::clone(&listeners),
         };
@@ -531,6 +531,11 @@ impl Proxy {
                 connections = drain.receiver_count(),
                 "proxy drain timed out after {drain_timeout:?}; closing open connections"
             );
+        }
+        // Stopping the workers joins their threads: off the async runtime, so that its other
+        // tasks (the admin endpoint, Lease release) are not held up meanwhile.
+        if let Some(threads) = stop.threads.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(threads)).await;
         }
     }
 
