@@ -239,31 +239,42 @@ fn service_entry(svc: &Sourced<Service>, slices: &[&EndpointSlice]) -> ServiceEn
     }
 }
 
+/// Whether `slice` holds IPv6 addresses (false: IPv4); `None` for FQDN slices, whose
+/// endpoints are not addresses to connect or forward to (EndpointSlice.addressType: "IPv4",
+/// "IPv6" or "FQDN").
+pub(crate) fn slice_is_v6(slice: &EndpointSlice) -> Option<bool> {
+    match slice.address_type.as_str() {
+        "IPv4" => Some(false),
+        "IPv6" => Some(true),
+        _ => None,
+    }
+}
+
+/// The port `slice` gives for the Service port named `name` (unset and "" both mean the
+/// unnamed port). EndpointPort.port: "If the EndpointSlice is derived from a Kubernetes
+/// service, this must be set to the service's target port." A slice without the port has no
+/// endpoints for it: `None`.
+pub(crate) fn slice_target_port(slice: &EndpointSlice, name: &str) -> Option<u16> {
+    slice
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref().unwrap_or_default() == name)
+        .and_then(|p| p.port)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
 /// The ready endpoints of Service port `port` in `slices`, sorted, without duplicates.
 fn endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<SocketAddr> {
     // ServicePort.name and EndpointPort.name: unset and "" both mean the unnamed port.
     let name = port.name.as_deref().unwrap_or_default();
     let mut found = Vec::new();
     for slice in slices {
-        // EndpointSlice.addressType: "IPv4", "IPv6" or "FQDN"; FQDN endpoints are not
-        // addresses the proxy can connect to.
-        let v6 = match slice.address_type.as_str() {
-            "IPv4" => false,
-            "IPv6" => true,
-            _ => continue,
+        let Some(v6) = slice_is_v6(slice) else {
+            continue;
         };
-        // EndpointPort.port: "If the EndpointSlice is derived from a Kubernetes service, this
-        // must be set to the service's target port." A slice without the port has no
-        // endpoints for it.
-        let Some(target) = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or_default() == name)
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
-        else {
+        let Some(target) = slice_target_port(slice, name) else {
             continue;
         };
         for endpoint in slice.endpoints.iter().flatten() {

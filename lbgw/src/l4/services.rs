@@ -23,7 +23,7 @@ use lbgw_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     config::{Config, ObjectRef},
-    gateway::backend::SERVICE_NAME_LABEL,
+    gateway::backend::{SERVICE_NAME_LABEL, slice_is_v6, slice_target_port},
     ipam::Plan,
 };
 
@@ -131,24 +131,11 @@ fn backends(
     let name = port.name.as_deref().unwrap_or_default();
     let mut found: Vec<Backend> = Vec::new();
     for slice in slices {
-        let family_v6 = match slice.address_type.as_str() {
-            "IPv4" => false,
-            "IPv6" => true,
-            // FQDN endpoints are not addresses XDP can forward to.
-            _ => continue,
-        };
-        if family_v6 != v6 {
+        // FQDN endpoints are not addresses XDP can forward to.
+        if slice_is_v6(slice) != Some(v6) {
             continue;
         }
-        let Some(target) = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or_default() == name)
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
-        else {
+        let Some(target) = slice_target_port(slice, name) else {
             continue;
         };
         for endpoint in slice.endpoints.iter().flatten() {
