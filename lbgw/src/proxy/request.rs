@@ -231,7 +231,6 @@ async fn proxy(
         upgrade::tunnel(downstream, hyper::upgrade::on(&mut response));
     }
     let upstream_version = response.version();
-    let mut response = response.map(body::incoming);
     headers::remove_hop_by_hop(response.headers_mut(), switching && upgrading);
     headers::append_via(response.headers_mut(), upstream_version);
     // hyper answers with the version the client spoke.
@@ -303,7 +302,7 @@ fn upstream_head(
 fn observe_attempt(
     shared: &Shared,
     endpoint: std::net::SocketAddr,
-    result: &Result<Response<Incoming>, ProxyError>,
+    result: &Result<Response<ProxyBody>, ProxyError>,
 ) {
     let outcome = match result {
         Ok(response) if response.status().is_server_error() => Outcome::Failure,

@@ -1,0 +1,299 @@
+//! HTTP/1.1 to backends: a keep-alive pool whose connections are driven inside the task of
+//! the request using them.
+//!
+//! hyper's client connection is a future that does the I/O (`Connection`) plus a handle that
+//! queues requests on it (`SendRequest`). The usual way runs the future as a task of its own:
+//! then every request crosses two tasks and back (request → connection task → response), and
+//! every response body chunk wakes the request's task from the connection's. Here a request
+//! checks a connection out of the pool and polls its `Connection` itself: while it waits for
+//! the response head, and then from the response body ([`PooledBody`]), which the client-facing
+//! connection polls as it writes. The connection thus moves at the pace of the client that
+//! reads the response (backpressure), and one wake-up of one task serves both sockets.
+//!
+//! A connection goes back to the pool when its response body has been read to the end and
+//! hyper is ready for the next request on it (RFC 9112 §9.3: persistence); a body dropped
+//! before its end closes the connection, since the rest of the response would still be on the
+//! wire. Idle connections are taken most recently used first, kept at most
+//! [`IDLE_TIMEOUT`] and [`MAX_IDLE_PER_ENDPOINT`] per endpoint. Idle connections are polled by
+//! no one: one the backend has closed is noticed when it is checked out (or swept when newer
+//! ones are checked in), and a request that hyper could not start writing on such a connection
+//! (a close racing with the checkout) is sent again on a new connection.
+//!
+//! Requests that ask for a protocol upgrade (WebSocket, RFC 9110 §7.8) get a connection of
+//! their own that runs as a task, since after `101 Switching Protocols` it becomes a tunnel
+//! ([`super::super::upgrade`]).
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::UPGRADE;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1::{Builder, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::super::body::{self, ProxyBody};
+use super::super::error::ProxyError;
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per endpoint (per worker); beyond this the oldest is closed.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+type Io = TokioIo<TcpStream>;
+
+/// One backend connection: the handle that sends requests and the future that does its I/O.
+struct Conn {
+    sender: SendRequest<ProxyBody>,
+    driver: Connection<Io, ProxyBody>,
+    /// The driver has finished (closed or failed); it must not be polled again.
+    ended: bool,
+}
+
+impl Conn {
+    /// Does the connection's pending I/O; `Ready` once the connection has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ended {
+            return Poll::Ready(());
+        }
+        match Pin::new(&mut self.driver).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.ended = true;
+                if let Err(err) = result {
+                    tracing::debug!("backend connection ended: {err}");
+                }
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Whether a request can be sent on it now, without waiting: the connection is open and
+    /// idle (no response still being read, no request body still being written).
+    fn ready_now(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.drive(&mut cx).is_ready() {
+            return false;
+        }
+        matches!(self.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The idle connections of one worker, by endpoint.
+#[derive(Default)]
+pub(super) struct Pool {
+    idle: Arc<Mutex<HashMap<SocketAddr, Vec<Idle>>>>,
+}
+
+impl Pool {
+    /// Sends `req` (origin-form URI, `Host` set) to `endpoint`.
+    pub(super) async fn send(
+        &self,
+        endpoint: SocketAddr,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if req.headers().contains_key(UPGRADE) {
+            return send_upgrade(endpoint, req).await;
+        }
+        let mut req = req;
+        loop {
+            let (mut conn, fresh) = match self.checkout(endpoint) {
+                Some(conn) => (conn, false),
+                None => (connect(endpoint).await?, true),
+            };
+            match exchange(&mut conn, req).await {
+                Ok(response) => {
+                    let idle = Arc::clone(&self.idle);
+                    return Ok(response.map(|body| {
+                        PooledBody {
+                            body,
+                            conn: Some(conn),
+                            endpoint,
+                            idle,
+                        }
+                        .boxed()
+                    }));
+                }
+                Err(mut err) => match err.take_message() {
+                    // Nothing was written: the pooled connection had been closed. A fresh
+                    // connection that fails the same way is an answer, not a race.
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => {
+                        return Err(ProxyError::Upstream {
+                            endpoint,
+                            source: err.into_error().into(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `endpoint` that can take a request now.
+    fn checkout(&self, endpoint: SocketAddr) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.get_mut(&endpoint)?;
+        while let Some(Idle { mut conn, since }) = list.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.ready_now() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+}
+
+/// Returns `conn` to the idle list of `endpoint` if it can take another request.
+fn checkin(idle: &Mutex<HashMap<SocketAddr, Vec<Idle>>>, endpoint: SocketAddr, mut conn: Conn) {
+    if !conn.ready_now() {
+        return;
+    }
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    let list = idle.entry(endpoint).or_default();
+    // Sweep from the oldest end: expired connections, and the oldest one if the backend has
+    // closed it, so that connections to a busy endpoint are not held half-closed.
+    loop {
+        let full = list.len() >= MAX_IDLE_PER_ENDPOINT;
+        let Some(oldest) = list.first_mut() else {
+            break;
+        };
+        if full || oldest.since.elapsed() >= IDLE_TIMEOUT || !oldest.conn.ready_now() {
+            list.remove(0);
+        } else {
+            break;
+        }
+    }
+    list.push(Idle {
+        conn,
+        since: Instant::now(),
+    });
+}
+
+/// A new connection to `endpoint`.
+async fn connect(endpoint: SocketAddr) -> Result<Conn, ProxyError> {
+    let stream = super::connect(endpoint).await?;
+    let (sender, driver) = Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| ProxyError::Connect {
+            endpoint,
+            source: err.into(),
+        })?;
+    Ok(Conn {
+        sender,
+        driver,
+        ended: false,
+    })
+}
+
+/// Sends `req` on `conn` and drives the connection until the response head is in.
+async fn exchange(
+    conn: &mut Conn,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, TrySendError<Request<ProxyBody>>> {
+    let mut response = pin!(conn.sender.try_send_request(req));
+    poll_fn(|cx| {
+        // The connection first: it writes the request and reads the response head, which
+        // completes `response`. When it has ended, hyper fails the request instead.
+        let _ = conn.drive(cx);
+        response.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// An upgrade request on a connection of its own, run as a task until the tunnel takes over.
+async fn send_upgrade(
+    endpoint: SocketAddr,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Conn {
+        mut sender, driver, ..
+    } = connect(endpoint).await?;
+    tokio::spawn(async move {
+        if let Err(err) = driver.with_upgrades().await {
+            tracing::debug!(%endpoint, "backend connection (upgrade) ended: {err}");
+        }
+    });
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(|err| ProxyError::Upstream {
+            endpoint,
+            source: err.into(),
+        })?;
+    Ok(response.map(body::incoming))
+}
+
+/// A backend's response body that drives its connection while it is read, and returns the
+/// connection to the pool at its end.
+struct PooledBody {
+    body: Incoming,
+    /// `None` once returned to the pool or closed.
+    conn: Option<Conn>,
+    endpoint: SocketAddr,
+    idle: Arc<Mutex<HashMap<SocketAddr, Vec<Idle>>>>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            checkin(&self.idle, self.endpoint, conn);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(conn) = &mut this.conn {
+            // Reads what the backend sent into `body`; registers for more.
+            let _ = conn.drive(cx);
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            // An error: the connection is not reused (dropped with the body).
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body with nothing left to read (e.g. `Content-Length: 0`, a HEAD or 204
+        // response) may be dropped without being polled; anything else is cut short.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
