@@ -49,6 +49,22 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// allows exactly that value). With `upgrading`, `Connection: upgrade` and `Upgrade` are kept
 /// so that the next hop sees the WebSocket handshake (RFC 9110 §7.8).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    // Most messages carry none of these: one pass over the names (comparisons of known
+    // names, no hashing) settles it.
+    let hop_by_hop = |name: &HeaderName| {
+        name == CONNECTION
+            || name == TE
+            || name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(hop_by_hop) {
+        if upgrading {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -106,12 +122,7 @@ pub struct Forwarded<'a> {
 /// Adds `X-Forwarded-For` (appending the client to any list the client sent, as the de-facto
 /// standard does), sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends `Via`.
 pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let client = match f.client {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
-        IpAddr::V4(v4) => v4.to_string(),
-    };
+    let client = address_value(f.client);
     // Every field line counts: a list may arrive split over several lines (RFC 9110 §5.3).
     let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
@@ -121,14 +132,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
         .filter(|v| !v.is_empty())
         .collect();
     let xff = if prior.is_empty() {
-        client
+        Some(client)
     } else {
-        format!("{}, {client}", prior.join(", "))
+        let client = client.to_str().unwrap_or_default();
+        HeaderValue::from_str(&format!("{}, {client}", prior.join(", "))).ok()
     };
     // Joined into one line: a list split over several lines is read differently by
     // different backends.
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+    if let Some(value) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
@@ -143,16 +155,52 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
 /// ... in each message that it forwards", with the received protocol version, so a request
 /// that came over HTTP/2 says `2 lbgw` and one over HTTP/1.1 `1.1 lbgw`.
 pub fn append_via(headers: &mut HeaderMap, received: Version) {
-    let version = match received {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+    let value = match received {
+        Version::HTTP_09 => "0.9 lbgw",
+        Version::HTTP_10 => "1.0 lbgw",
+        Version::HTTP_2 => "2 lbgw",
+        Version::HTTP_3 => "3 lbgw",
+        _ => "1.1 lbgw",
     };
-    if let Ok(value) = HeaderValue::from_str(&format!("{version} {VIA_PSEUDONYM}")) {
-        headers.append(VIA, value);
+    debug_assert!(value.ends_with(VIA_PSEUDONYM));
+    headers.append(VIA, HeaderValue::from_static(value));
+}
+
+/// A client address as `X-Forwarded-For` lists it: IPv4 (also when IPv4-mapped, RFC 4291
+/// §2.5.5.2) in dotted decimal, IPv6 in RFC 5952 text. IPv4, the common case, is written
+/// without the formatting machinery.
+fn address_value(client: IpAddr) -> HeaderValue {
+    let v4 = match client {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => {
+                return HeaderValue::from_str(&v6.to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            }
+        },
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for digit in &digits[skip..] {
+            text[len] = b'0' + digit;
+            len += 1;
+        }
     }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -249,5 +297,35 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "example.com");
         let via: Vec<_> = h.get_all("via").iter().collect();
         assert_eq!(via, ["1.0 fred", "2 lbgw"]);
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_std_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "192.168.1.254",
+            "255.255.255.255",
+            "10.0.10.200",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(address_value(ip), text);
+            let mapped: IpAddr = format!("::ffff:{text}").parse().unwrap();
+            assert_eq!(address_value(mapped), text);
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(address_value(v6), "2001:db8::1");
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_fields_is_left_alone() {
+        let mut h = map(&[("accept", "*/*"), ("x-custom", "1")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        let mut h = map(&[("keep-alive", "timeout=5"), ("x-custom", "1")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-custom"));
     }
 }

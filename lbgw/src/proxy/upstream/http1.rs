@@ -8,7 +8,10 @@
 //! checks a connection out of the pool and polls its `Connection` itself: while it waits for
 //! the response head, and then from the response body ([`PooledBody`]), which the client-facing
 //! connection polls as it writes. The connection thus moves at the pace of the client that
-//! reads the response (backpressure), and one wake-up of one task serves both sockets.
+//! reads the response (backpressure), and one wake-up of one task serves both sockets. The
+//! hand-overs inside the connection (response head, body chunks, hyper's `want` signal)
+//! would each wake the task that is already polling; [`SelfWake`] turns those into another
+//! pass of the same poll.
 //!
 //! A connection goes back to the pool when its response body has been read to the end and
 //! hyper is ready for the next request on it (RFC 9112 §9.3: persistence); a body dropped
@@ -27,11 +30,13 @@ use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::header::UPGRADE;
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -54,27 +59,72 @@ type Io = TokioIo<TcpStream>;
 /// One backend connection: the handle that sends requests and the future that does its I/O.
 struct Conn {
     sender: SendRequest<ProxyBody>,
-    driver: Connection<Io, ProxyBody>,
-    /// The driver has finished (closed or failed); it must not be polled again.
-    ended: bool,
+    /// `None` once it has ended (closed or failed). Dropping it at once also fails a request
+    /// still queued on it, handing the request back unsent.
+    driver: Option<Connection<Io, ProxyBody>>,
+    /// What the connection's internals wake (see [`SelfWake`]), made once per connection.
+    wake: Arc<SelfWake>,
+    waker: Waker,
 }
 
 impl Conn {
+    fn new(sender: SendRequest<ProxyBody>, driver: Connection<Io, ProxyBody>) -> Self {
+        let wake = Arc::new(SelfWake::default());
+        let waker = Waker::from(Arc::clone(&wake));
+        Self {
+            sender,
+            driver: Some(driver),
+            wake,
+            waker,
+        }
+    }
+
     /// Does the connection's pending I/O; `Ready` once the connection has ended.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ended {
+        let Some(driver) = &mut self.driver else {
             return Poll::Ready(());
-        }
-        match Pin::new(&mut self.driver).poll(cx) {
+        };
+        match Pin::new(driver).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
-                self.ended = true;
+                self.driver = None;
                 if let Err(err) = result {
                     tracing::debug!("backend connection ended: {err}");
                 }
                 Poll::Ready(())
             }
         }
+    }
+
+    /// Polls `step` (which drives this connection and looks at what it produced) on behalf of
+    /// the task whose context is `cx`, with [`SelfWake`] as the waker: wake-ups the connection
+    /// raises during the poll itself (a response handed over, body data sent, a `want`
+    /// signalled, all between the connection and the request within this one task) lead to
+    /// another pass here instead of another poll of the whole client connection; wake-ups
+    /// from outside (socket readiness) reach the task.
+    fn poll_within<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut step: impl FnMut(&mut Self, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        /// Passes per poll before the task yields (hyper's dispatcher yields by waking itself
+        /// after a burst of work; tokio's budget does the same).
+        const MAX_PASSES: usize = 4;
+        self.wake.task.register(cx.waker());
+        let waker = self.waker.clone();
+        let mut inner = Context::from_waker(&waker);
+        for _ in 0..MAX_PASSES {
+            self.wake.woken.store(false, Ordering::Relaxed);
+            self.wake.polling.store(true, Ordering::SeqCst);
+            let result = step(self, &mut inner);
+            // Wake-ups from here on go to the task.
+            self.wake.polling.store(false, Ordering::SeqCst);
+            if result.is_ready() || !self.wake.woken.load(Ordering::SeqCst) {
+                return result;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Whether a request can be sent on it now, without waiting: the connection is open and
@@ -85,6 +135,29 @@ impl Conn {
             return false;
         }
         matches!(self.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+}
+
+/// The waker a backend connection's internals get: while the request's task is polling the
+/// connection (`polling`), a wake-up only sets `woken`; otherwise it wakes the task.
+#[derive(Default)]
+struct SelfWake {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SelfWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.woken.store(true, Ordering::SeqCst);
+        } else {
+            self.task.wake();
+        }
     }
 }
 
@@ -161,6 +234,8 @@ fn checkin(idle: &Mutex<HashMap<SocketAddr, Vec<Idle>>>, endpoint: SocketAddr, m
     if !conn.ready_now() {
         return;
     }
+    // An idle connection wakes no one (and keeps no finished task alive).
+    drop(conn.wake.task.take());
     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
     let list = idle.entry(endpoint).or_default();
     // Sweep from the oldest end: expired connections, and the oldest one if the backend has
@@ -192,11 +267,7 @@ async fn connect(endpoint: SocketAddr) -> Result<Conn, ProxyError> {
             endpoint,
             source: err.into(),
         })?;
-    Ok(Conn {
-        sender,
-        driver,
-        ended: false,
-    })
+    Ok(Conn::new(sender, driver))
 }
 
 /// Sends `req` on `conn` and drives the connection until the response head is in.
@@ -206,10 +277,12 @@ async fn exchange(
 ) -> Result<Response<Incoming>, TrySendError<Request<ProxyBody>>> {
     let mut response = pin!(conn.sender.try_send_request(req));
     poll_fn(|cx| {
-        // The connection first: it writes the request and reads the response head, which
-        // completes `response`. When it has ended, hyper fails the request instead.
-        let _ = conn.drive(cx);
-        response.as_mut().poll(cx)
+        conn.poll_within(cx, |conn, cx| {
+            // The connection first: it writes the request and reads the response head, which
+            // completes `response`; when it ends, the request fails.
+            let _ = conn.drive(cx);
+            response.as_mut().poll(cx)
+        })
     })
     .await
 }
@@ -222,6 +295,12 @@ async fn send_upgrade(
     let Conn {
         mut sender, driver, ..
     } = connect(endpoint).await?;
+    let Some(driver) = driver else {
+        return Err(ProxyError::Connect {
+            endpoint,
+            source: "the connection closed at once".into(),
+        });
+    };
     tokio::spawn(async move {
         if let Err(err) = driver.with_upgrades().await {
             tracing::debug!(%endpoint, "backend connection (upgrade) ended: {err}");
@@ -264,11 +343,15 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(conn) = &mut this.conn {
-            // Reads what the backend sent into `body`; registers for more.
-            let _ = conn.drive(cx);
-        }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        let body = &mut this.body;
+        let frame = match &mut this.conn {
+            // Reads what the backend sent into `body` and takes it from there.
+            Some(conn) => conn.poll_within(cx, |conn, cx| {
+                let _ = conn.drive(cx);
+                Pin::new(&mut *body).poll_frame(cx)
+            }),
+            None => Pin::new(body).poll_frame(cx),
+        };
         match &frame {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
