@@ -380,11 +380,25 @@ async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
 /// A route `r` on Gateway `gw` (port) to Service `app` with `endpoints`, and a TLS Secret
 /// (to see it redacted).
 fn metrics_yaml(port: u16, endpoints: &[SocketAddr], secret: &str) -> String {
+    metrics_yaml_for(port, endpoints, secret, None)
+}
+
+/// [`metrics_yaml`] with the route for `hostname` only (other hosts get lbgw's own 404).
+fn metrics_yaml_for(
+    port: u16,
+    endpoints: &[SocketAddr],
+    secret: &str,
+    hostname: Option<&str>,
+) -> String {
     let listener = format!("{{name: http, port: {port}, protocol: HTTP}}");
     let mut docs = vec![
         gateway("gw", &[&listener]),
         service("app", endpoints, None),
-        format!("{ROUTE_HEAD}  - backendRefs: [{{name: app, port: 80}}]\n"),
+        format!(
+            "{}{}  rules:\n  - backendRefs: [{{name: app, port: 80}}]\n",
+            ROUTE_HEAD.trim_end_matches("  rules:\n"),
+            hostname.map_or(String::new(), |h| format!("  hostnames: [{h}]\n")),
+        ),
     ];
     if !secret.is_empty() {
         docs.push(secret.to_owned());
@@ -404,7 +418,7 @@ async fn admin_metrics_access_log_outliers_and_drain() {
     let secret = tls_secret("cert", &cert);
     let port = free_port();
     let lb = Running::start(
-        &metrics_yaml(port, &[app.addr, dead], &secret),
+        &metrics_yaml_for(port, &[app.addr, dead], &secret, Some("example.com")),
         &[
             "--outlier-consecutive-failures",
             "2",
@@ -432,6 +446,11 @@ async fn admin_metrics_access_log_outliers_and_drain() {
     for _ in 0..30 {
         assert_eq!(get(addr, "example.com", "/").await.status, StatusCode::OK);
     }
+    // No route for this host: counted with empty route and backend.
+    for _ in 0..3 {
+        let status = get(addr, "unknown.example.net", "/").await.status;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
 
     let (_, metrics) = lb.admin_get("/metrics").await;
     let has = |needle: &str| assert!(metrics.contains(needle), "{needle}\n{metrics}");
@@ -441,6 +460,7 @@ async fn admin_metrics_access_log_outliers_and_drain() {
         "lbgw_http_time_to_first_byte_seconds_count{route=\"default/r\",backend=\"default/app:80\"} 70",
     );
     has("lbgw_http_request_duration_seconds_bucket{");
+    has("lbgw_http_requests_total{route=\"\",backend=\"\",code=\"4xx\"} 3");
     has(&format!(
         "lbgw_upstream_connect_errors_total{{endpoint=\"{dead}\"}} 2"
     ));

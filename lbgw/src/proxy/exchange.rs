@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::access_log::{Entry, millis};
 use super::body::ProxyBody;
 use super::limits::ConnState;
-use super::metrics::{RequestLabels, RouteLabels, status_class};
+use super::metrics::RouteMetrics;
 use super::{Conn, Shared};
 
 /// An exchange in progress.
@@ -33,12 +33,10 @@ pub(crate) struct Exchange {
     path: String,
     /// `namespace/gateway/listener`.
     pub(crate) listener: String,
-    /// `namespace/name` of the HTTPRoute.
-    pub(crate) route: String,
+    /// The route and backend that served it, with their metrics; `None` until routed.
+    pub(crate) served_by: Option<Arc<RouteMetrics>>,
     /// The rule's index.
     pub(crate) rule: Option<usize>,
-    /// `namespace/service:port`.
-    pub(crate) backend: String,
     /// The endpoint of the last attempt.
     pub(crate) endpoint: Option<SocketAddr>,
     /// Why the request failed.
@@ -99,9 +97,8 @@ impl Exchange {
             host,
             path,
             listener,
-            route: String::new(),
+            served_by: None,
             rule: None,
-            backend: String::new(),
             endpoint: None,
             failure: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
@@ -145,29 +142,11 @@ impl Drop for Exchange {
         metrics.active_streams.dec();
         self.state.stream_ended(self.status.is_none());
         if let Some(status) = self.status {
-            // The label strings move into the label sets and back: no copies.
-            let labels = RequestLabels {
-                route: std::mem::take(&mut self.route),
-                backend: std::mem::take(&mut self.backend),
-                code: status_class(status),
+            let served_by = match &self.served_by {
+                Some(served_by) => Arc::clone(served_by),
+                None => self.shared.route_metrics.unrouted(),
             };
-            metrics.requests.get_or_create(&labels).inc();
-            let labels = RouteLabels {
-                route: labels.route,
-                backend: labels.backend,
-            };
-            metrics
-                .request_duration
-                .get_or_create(&labels)
-                .observe(duration.as_secs_f64());
-            if let Some(ttfb) = self.ttfb {
-                metrics
-                    .time_to_first_byte
-                    .get_or_create(&labels)
-                    .observe(ttfb.as_secs_f64());
-            }
-            self.route = labels.route;
-            self.backend = labels.backend;
+            served_by.observe(metrics, status, duration, self.ttfb);
         }
         let log = &self.shared.access_log;
         if !log.enabled() {
@@ -190,9 +169,9 @@ impl Drop for Exchange {
             host: &self.host,
             path: &self.path,
             proto,
-            route: &self.route,
+            route: self.served_by.as_ref().map_or("", |s| s.route()),
             rule: self.rule,
-            backend: &self.backend,
+            backend: self.served_by.as_ref().map_or("", |s| s.backend()),
             endpoint: self.endpoint,
             status: self.status.unwrap_or(0),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),

@@ -3,6 +3,10 @@
 //! (`namespace/service:port`) that served the request; requests lbgw answered itself (no
 //! route, invalid backend, ...) have an empty `route` or `backend`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -200,11 +204,152 @@ impl ProxyMetrics {
 
 /// `2xx` for 204 and so on.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[class_index(status)]
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
     match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
     }
+}
+
+/// The request metrics of one route and backend (either may be absent: a request lbgw
+/// answered itself), with their label values. Found once per route and backend by
+/// [`RouteMetricsCache`], so that finishing a request formats and hashes no labels; each
+/// series is created in its family when first used, as `get_or_create` would.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    labels: RouteLabels,
+    requests: [OnceLock<Counter>; 5],
+    duration: OnceLock<Histogram>,
+    ttfb: OnceLock<Histogram>,
+}
+
+impl RouteMetrics {
+    fn new(route: String, backend: String) -> Self {
+        Self {
+            labels: RouteLabels { route, backend },
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            ttfb: OnceLock::new(),
+        }
+    }
+
+    /// `namespace/name` of the HTTPRoute, empty when none matched.
+    pub(crate) fn route(&self) -> &str {
+        &self.labels.route
+    }
+
+    /// `namespace/service:port`, empty when no backend was chosen.
+    pub(crate) fn backend(&self) -> &str {
+        &self.labels.backend
+    }
+
+    /// Counts a request answered with `status` that took `duration` (and `ttfb` to its
+    /// response head).
+    pub(crate) fn observe(
+        &self,
+        metrics: &ProxyMetrics,
+        status: u16,
+        duration: Duration,
+        ttfb: Option<Duration>,
+    ) {
+        let class = class_index(status);
+        self.requests[class]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    route: self.labels.route.clone(),
+                    backend: self.labels.backend.clone(),
+                    code: STATUS_CLASSES[class],
+                };
+                metrics.requests.get_or_create(&labels).clone()
+            })
+            .inc();
+        self.duration
+            .get_or_init(|| metrics.request_duration.get_or_create(&self.labels).clone())
+            .observe(duration.as_secs_f64());
+        if let Some(ttfb) = ttfb {
+            self.ttfb
+                .get_or_init(|| {
+                    metrics
+                        .time_to_first_byte
+                        .get_or_create(&self.labels)
+                        .clone()
+                })
+                .observe(ttfb.as_secs_f64());
+        }
+    }
+}
+
+/// One worker's [`RouteMetrics`], by route and backend of the model they were found under.
+///
+/// Keyed by the addresses of the model's `RouteId` and `BackendRef`: the cache holds the
+/// model, so those addresses cannot be reused while they are keys; under another model
+/// (after a reload) it starts over.
+#[derive(Default)]
+pub(crate) struct RouteMetricsCache {
+    inner: Mutex<CacheInner>,
+    /// Requests lbgw answered before any route matched.
+    unrouted: OnceLock<Arc<RouteMetrics>>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    model: Option<Arc<crate::gateway::GatewayModel>>,
+    entries: HashMap<(usize, usize), Arc<RouteMetrics>>,
+}
+
+/// Routes and backends kept per worker; a model with more starts the cache over.
+const MAX_CACHED_ROUTE_METRICS: usize = 4096;
+
+impl RouteMetricsCache {
+    /// The metrics of requests no route matched.
+    pub(crate) fn unrouted(&self) -> Arc<RouteMetrics> {
+        Arc::clone(
+            self.unrouted
+                .get_or_init(|| Arc::new(RouteMetrics::new(String::new(), String::new()))),
+        )
+    }
+
+    /// The metrics of `route` and (once chosen) `backend`, both taken from `model`.
+    pub(crate) fn get(
+        &self,
+        model: &Arc<crate::gateway::GatewayModel>,
+        route: &crate::route::RouteId,
+        backend: Option<&crate::route::BackendRef>,
+    ) -> Arc<RouteMetrics> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if !inner.model.as_ref().is_some_and(|m| Arc::ptr_eq(m, model))
+            || inner.entries.len() >= MAX_CACHED_ROUTE_METRICS
+        {
+            inner.entries.clear();
+            inner.model = Some(Arc::clone(model));
+        }
+        let key = (
+            std::ptr::from_ref(route) as usize,
+            backend.map_or(0, |b| std::ptr::from_ref(b) as usize),
+        );
+        Arc::clone(inner.entries.entry(key).or_insert_with(|| {
+            Arc::new(RouteMetrics::new(
+                route.to_string(),
+                backend.map(backend_label).unwrap_or_default(),
+            ))
+        }))
+    }
+}
+
+/// `namespace/service:port` (no port: `namespace/service:`).
+fn backend_label(backend: &crate::route::BackendRef) -> String {
+    format!(
+        "{}/{}:{}",
+        backend.namespace,
+        backend.name,
+        backend.port.map(|p| p.to_string()).unwrap_or_default()
+    )
 }

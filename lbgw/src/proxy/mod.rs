@@ -65,6 +65,7 @@ pub use self::body::ProxyBody;
 pub use self::error::{ProxyError, Side};
 pub use self::limits::Limits;
 pub use self::metrics::ProxyMetrics;
+use self::metrics::RouteMetricsCache;
 pub use self::outlier::{EndpointHealth, OutlierOptions, Outliers};
 pub use self::workers::default_count as default_workers;
 
@@ -123,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) model: Arc<ArcSwap<GatewayModel>>,
     /// The worker's own backend connections.
     pub(crate) upstreams: Arc<Upstreams>,
+    /// The worker's handles on the request metrics of each route and backend.
+    pub(crate) route_metrics: Arc<RouteMetricsCache>,
     pub(crate) tls: Arc<TlsConfigs>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<ProxyMetrics>,
@@ -451,6 +454,7 @@ impl Proxy {
         let shared = Shared {
             model,
             upstreams: Arc::new(Upstreams::new()),
+            route_metrics: Arc::default(),
             tls: Arc::default(),
             limits: opts.limits.clone(),
             metrics: Arc::clone(&opts.metrics),

@@ -111,7 +111,7 @@ async fn proxy(
             m.listener.gateway_namespace, m.listener.gateway_name, m.listener.name
         );
     }
-    exchange.route = m.route.to_string();
+    exchange.served_by = Some(shared.route_metrics.get(&conn.model, m.route, None));
     exchange.rule = Some(m.rule_index);
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
@@ -138,16 +138,11 @@ async fn proxy(
     if let Some(response) = applied.apply(&backend.filters, &mut filter_req)? {
         return Ok(response);
     }
-    exchange.backend = format!(
-        "{}/{}:{}",
-        backend.backend.namespace,
-        backend.backend.name,
-        backend
-            .backend
-            .port
-            .map(|p| p.to_string())
-            .unwrap_or_default()
-    );
+    exchange.served_by = Some(shared.route_metrics.get(
+        &conn.model,
+        m.route,
+        Some(&backend.backend),
+    ));
     let resolved = resolve(conn, &m, &backend.backend)?;
 
     // The upstream request.

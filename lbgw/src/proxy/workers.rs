@@ -83,6 +83,7 @@ pub(crate) fn start(count: usize, template: &Shared) -> Result<(Vec<Worker>, Thr
             runtime: handle,
             shared: Arc::new(Shared {
                 upstreams: Arc::new(Upstreams::new()),
+                route_metrics: Arc::default(),
                 worker_connections: connections,
                 ..template.clone()
             }),
