@@ -95,7 +95,8 @@ struct ServiceEntry {
 #[derive(Debug, Default)]
 pub struct BackendTable {
     /// By namespace, then name.
-    services: HashMap<String, HashMap<String, ServiceEntry>>,
+    /// Looked up on every request: a fast hash (the keys come from the configuration).
+    services: foldhash::HashMap<String, foldhash::HashMap<String, ServiceEntry>>,
     grants: Grants,
 }
 
@@ -116,7 +117,8 @@ impl BackendTable {
                     .push(&slice.object);
             }
         }
-        let mut services: HashMap<String, HashMap<String, ServiceEntry>> = HashMap::new();
+        let mut services: foldhash::HashMap<String, foldhash::HashMap<String, ServiceEntry>> =
+            foldhash::HashMap::default();
         for svc in &config.services {
             let own = slices
                 .get(&(svc.id.namespace.as_str(), svc.id.name.as_str()))

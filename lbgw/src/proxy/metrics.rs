@@ -3,7 +3,6 @@
 //! (`namespace/service:port`) that served the request; requests lbgw answered itself (no
 //! route, invalid backend, ...) have an empty `route` or `backend`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -302,7 +301,7 @@ pub(crate) struct RouteMetricsCache {
 #[derive(Default)]
 struct CacheInner {
     model: Option<Arc<crate::gateway::GatewayModel>>,
-    entries: HashMap<(usize, usize), Arc<RouteMetrics>>,
+    entries: foldhash::HashMap<(usize, usize), Arc<RouteMetrics>>,
 }
 
 /// Routes and backends kept per worker; a model with more starts the cache over.

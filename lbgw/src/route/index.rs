@@ -9,7 +9,9 @@
 //! those with the same precedence rules as a scan of every candidate would: a candidate left
 //! out is one whose hostname or path cannot match the request, which a scan would skip too.
 
-use std::collections::HashMap;
+/// Looked up on every request with its host and path; the keys come from the configuration,
+/// so a fast hash.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 use smallvec::SmallVec;
 

@@ -26,7 +26,6 @@
 //! their own that runs as a task, since after `101 Switching Protocols` it becomes a tunnel
 //! ([`super::super::upgrade`]).
 
-use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -169,7 +168,7 @@ struct Idle {
 /// The idle connections of one worker, by endpoint.
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: Arc<Mutex<HashMap<SocketAddr, Vec<Idle>>>>,
+    idle: Arc<Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>>,
 }
 
 impl Pool {
@@ -180,13 +179,15 @@ impl Pool {
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.headers().contains_key(UPGRADE) {
-            return send_upgrade(endpoint, req).await;
+            // Rare paths are boxed: their futures would otherwise grow the one every
+            // request moves through its callers.
+            return Box::pin(send_upgrade(endpoint, req)).await;
         }
         let mut req = req;
         loop {
             let (mut conn, fresh) = match self.checkout(endpoint) {
                 Some(conn) => (conn, false),
-                None => (connect(endpoint).await?, true),
+                None => (Box::pin(connect(endpoint)).await?, true),
             };
             match exchange(&mut conn, req).await {
                 Ok(response) => {
@@ -230,7 +231,11 @@ impl Pool {
 }
 
 /// Returns `conn` to the idle list of `endpoint` if it can take another request.
-fn checkin(idle: &Mutex<HashMap<SocketAddr, Vec<Idle>>>, endpoint: SocketAddr, mut conn: Conn) {
+fn checkin(
+    idle: &Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>,
+    endpoint: SocketAddr,
+    mut conn: Conn,
+) {
     if !conn.ready_now() {
         return;
     }
@@ -323,7 +328,7 @@ struct PooledBody {
     /// `None` once returned to the pool or closed.
     conn: Option<Conn>,
     endpoint: SocketAddr,
-    idle: Arc<Mutex<HashMap<SocketAddr, Vec<Idle>>>>,
+    idle: Arc<Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>>,
 }
 
 impl PooledBody {

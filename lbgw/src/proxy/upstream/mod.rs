@@ -85,7 +85,7 @@ impl Upstreams {
                     .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
                 // RFC 9113 §8.3.1: the host goes in `:authority`, not in a Host field.
                 req.headers_mut().remove(HOST);
-                self.h2c.send(endpoint, req).await
+                Box::pin(self.h2c.send(endpoint, req)).await
             }
         }
     }
