@@ -190,30 +190,31 @@ async fn proxy(
     let host_ref = upstream_host.as_ref();
     let last_endpoint = std::sync::Mutex::new(None);
     let last_ref = &last_endpoint;
-    let attempts = retry::run(retry, move |_| {
-        let request = build_request(head_ref, body_ref, reuse_head);
-        let endpoint = shared.outliers.pick(&resolved_ref.endpoints);
-        async move {
-            let request = request?;
-            let endpoint = endpoint.ok_or(ProxyError::NoReadyEndpoints)?;
-            if let Ok(mut last) = last_ref.lock() {
-                *last = Some(endpoint);
-            }
-            let send = shared
-                .upstreams
-                .send(endpoint, resolved_ref.protocol, host_ref, request);
-            let result = with_timeout(backend_timeout, send, |after| ProxyError::BackendTimeout {
-                endpoint,
-                after,
-            })
-            .await;
-            observe_attempt(shared, endpoint, &result);
-            result
-        }
-    });
     let response = with_timeout(
         m.rule.timeouts.request,
-        attempts,
+        retry::run(retry, move |_| {
+            let request = build_request(head_ref, body_ref, reuse_head);
+            let endpoint = shared.outliers.pick(&resolved_ref.endpoints);
+            async move {
+                let request = request?;
+                let endpoint = endpoint.ok_or(ProxyError::NoReadyEndpoints)?;
+                if let Ok(mut last) = last_ref.lock() {
+                    *last = Some(endpoint);
+                }
+                // Built in place, not as a local first: a local would keep a slot of its own
+                // in this future beside the one it is moved into.
+                let result = with_timeout(
+                    backend_timeout,
+                    shared
+                        .upstreams
+                        .send(endpoint, resolved_ref.protocol, host_ref, request),
+                    |after| ProxyError::BackendTimeout { endpoint, after },
+                )
+                .await;
+                observe_attempt(shared, endpoint, &result);
+                result
+            }
+        }),
         ProxyError::RequestTimeout,
     )
     .await;
@@ -491,15 +492,26 @@ fn send_mirror(
     );
 }
 
-async fn with_timeout<T>(
+/// `fut`, failing with `elapsed` once `timeout` has passed. Not an `async fn`: that would hold
+/// `fut` and the `Timeout` wrapping it side by side, and the request's future, which nests
+/// two of these, would grow by that much (it is moved as a whole when hyper stores it).
+fn with_timeout<T, F>(
     timeout: Timeout,
-    fut: impl Future<Output = Result<T, ProxyError>>,
+    fut: F,
     elapsed: impl FnOnce(Duration) -> ProxyError,
-) -> Result<T, ProxyError> {
+) -> impl Future<Output = Result<T, ProxyError>>
+where
+    F: Future<Output = Result<T, ProxyError>>,
+{
+    use futures_util::FutureExt as _;
+    use futures_util::future::Either;
     match timeout {
-        Timeout::After(after) => tokio::time::timeout(after, fut)
-            .await
-            .map_err(|_| elapsed(after))?,
-        Timeout::Unset | Timeout::Disabled => fut.await,
+        Timeout::After(after) => Either::Left(tokio::time::timeout(after, fut).map(
+            move |result| match result {
+                Ok(result) => result,
+                Err(_) => Err(elapsed(after)),
+            },
+        )),
+        Timeout::Unset | Timeout::Disabled => Either::Right(fut),
     }
 }

@@ -33,21 +33,23 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<Response<B>, ProxyError>>,
 {
-    let mut result = attempt(0).await;
-    let Some(policy) = policy else {
-        return result;
-    };
-    for retry in 1..=policy.attempts {
-        if !retries_response(policy, &result) {
-            break;
+    // One `attempt(..).await` in the loop, not one before it and one in it: each await of a
+    // future is a slot of its own in this function's future.
+    let mut retry = 0;
+    loop {
+        let result = attempt(retry).await;
+        let Some(policy) = policy else {
+            return result;
+        };
+        retry += 1;
+        if retry > policy.attempts || !retries_response(policy, &result) {
+            return result;
         }
         tracing::debug!(retry, "retrying backend request");
         // Drop a retried response (and its connection's claim on the body) before waiting.
         drop(result);
         tokio::time::sleep(policy.backoff_before(retry)).await;
-        result = attempt(retry).await;
     }
-    result
 }
 
 #[cfg(test)]

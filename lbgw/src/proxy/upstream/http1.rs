@@ -161,7 +161,7 @@ impl Wake for SelfWake {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -218,7 +218,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `endpoint` that can take a request now.
-    fn checkout(&self, endpoint: SocketAddr) -> Option<Conn> {
+    fn checkout(&self, endpoint: SocketAddr) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&endpoint)?;
         while let Some(Idle { mut conn, since }) = list.pop() {
@@ -234,7 +234,7 @@ impl Pool {
 fn checkin(
     idle: &Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>,
     endpoint: SocketAddr,
-    mut conn: Conn,
+    mut conn: Box<Conn>,
 ) {
     if !conn.ready_now() {
         return;
@@ -262,8 +262,8 @@ fn checkin(
     });
 }
 
-/// A new connection to `endpoint`.
-async fn connect(endpoint: SocketAddr) -> Result<Conn, ProxyError> {
+/// A new connection to `endpoint`; boxed, since it moves between the pool and requests.
+async fn connect(endpoint: SocketAddr) -> Result<Box<Conn>, ProxyError> {
     let stream = super::connect(endpoint).await?;
     let (sender, driver) = Builder::new()
         .handshake(TokioIo::new(stream))
@@ -272,7 +272,7 @@ async fn connect(endpoint: SocketAddr) -> Result<Conn, ProxyError> {
             endpoint,
             source: err.into(),
         })?;
-    Ok(Conn::new(sender, driver))
+    Ok(Box::new(Conn::new(sender, driver)))
 }
 
 /// Sends `req` on `conn` and drives the connection until the response head is in.
@@ -299,7 +299,7 @@ async fn send_upgrade(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Conn {
         mut sender, driver, ..
-    } = connect(endpoint).await?;
+    } = *connect(endpoint).await?;
     let Some(driver) = driver else {
         return Err(ProxyError::Connect {
             endpoint,
@@ -326,7 +326,7 @@ async fn send_upgrade(
 struct PooledBody {
     body: Incoming,
     /// `None` once returned to the pool or closed.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     endpoint: SocketAddr,
     idle: Arc<Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>>,
 }

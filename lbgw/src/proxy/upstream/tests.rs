@@ -288,3 +288,21 @@ async fn a_refused_connection_is_a_connect_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn the_per_request_future_stays_small() {
+    // Every request's future is moved whole when hyper stores it (and, for HTTP/2, when the
+    // stream's task is spawned), so its size is paid per request in copying. Rare paths
+    // (connecting, upgrades, h2c) are boxed and the pooled connection is a `Box`; this bound
+    // (2.9 KiB before, 1.7 KiB after, in a debug build) catches a regression.
+    let upstreams = Upstreams::new();
+    let endpoint: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let send = upstreams.send(
+        endpoint,
+        UpstreamProtocol::Http1,
+        None,
+        request(Method::GET, "/"),
+    );
+    let size = std::mem::size_of_val(&send);
+    assert!(size <= 2048, "Upstreams::send's future is {size} bytes");
+}
