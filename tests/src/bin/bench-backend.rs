@@ -5,12 +5,17 @@
 //! - `/large`: a 10 MiB body;
 //! - `/sse?n=N&ms=M`: a `text/event-stream` of N events M ms apart, each `data: <t>` where `<t>`
 //!   is the send time in nanoseconds since the Unix epoch (CLOCK_REALTIME, which every process
-//!   on the machine shares);
+//!   on the machine shares); the events of all streams are sent on the same ticks (multiples
+//!   of M ms since the epoch);
 //! - anything else: a 128-byte body.
 //!
-//! `bench-backend sse-client --addr A --host H --path P --streams S [--tls]` opens S streams at
-//! once (over TLS without certificate verification: the bench's own self-signed certificate),
-//! reads every event and prints one JSON line with the receive-minus-send delay percentiles.
+//! `bench-backend sse-client --addr A --host H --path P --streams S [--tls] [--direct B]
+//! [--samples FILE]` opens S streams at once (over TLS without certificate verification: the
+//! bench's own self-signed certificate), reads every event and prints one JSON line with the
+//! receive-minus-send delay percentiles. With `--direct B` it opens, at the same time, S more
+//! streams of the same path straight to B (plain HTTP, no TLS), alternating with the first
+//! ones, so both sets see the same machine at the same moments. `--samples FILE` writes every
+//! event's delay, one line each: `p <ns>` for a stream to A, `d <ns>` for a stream to B.
 //!
 //! `bench-backend handshake --addr A --host H --conns C --secs D` runs C loops for D seconds,
 //! each opening a new TCP connection, a full TLS 1.3 handshake (no resumption), one
@@ -60,7 +65,7 @@ fn respond(req: &Request<Incoming>, large: &Bytes) -> Response<Body> {
             let ms = query_param(req.uri().query(), "ms", 10);
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
+                let mut tick = aligned_interval(ms.max(1));
                 for _ in 0..n {
                     tick.tick().await;
                     let event = format!("data: {}\n\n", now_ns());
@@ -80,6 +85,17 @@ fn respond(req: &Request<Incoming>, large: &Bytes) -> Response<Body> {
         }
         _ => Response::new(Full::new(Bytes::from_static(SMALL)).boxed()),
     }
+}
+
+/// A tokio interval of `ms` whose ticks fall on multiples of `ms` since the Unix epoch
+/// (CLOCK_REALTIME), so every stream of a run, whenever it was opened, sends its events at
+/// the same moments: a proxied and a direct stream opened together see the same bursts.
+fn aligned_interval(ms: u64) -> tokio::time::Interval {
+    let period = u128::from(ms) * 1_000_000;
+    let now = now_ns();
+    let wait = period - now % period;
+    let start = tokio::time::Instant::now() + Duration::from_nanos(wait as u64);
+    tokio::time::interval_at(start, Duration::from_millis(ms))
 }
 
 /// An mpsc receiver as a `Stream` without pulling in tokio-stream.
@@ -162,14 +178,17 @@ struct ClientArgs {
     path: String,
     streams: usize,
     tls: bool,
+    direct: Option<SocketAddr>,
+    samples: Option<std::path::PathBuf>,
 }
 
-/// One stream: the delays (ns) of its events.
+/// One stream to `addr`: the delays (ns) of its events.
 async fn one_stream(
     args: Arc<ClientArgs>,
+    addr: SocketAddr,
     tls: Option<tokio_rustls::TlsConnector>,
 ) -> anyhow::Result<Vec<u64>> {
-    let tcp = TcpStream::connect(args.addr).await?;
+    let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let req = Request::get(&args.path)
         .header("host", &args.host)
@@ -328,30 +347,61 @@ async fn sse_client(args: ClientArgs) -> anyhow::Result<()> {
     });
     let tls = tls.transpose()?;
     let args = Arc::new(args);
-    let tasks: Vec<_> = (0..args.streams)
-        .map(|_| tokio::spawn(one_stream(Arc::clone(&args), tls.clone())))
-        .collect();
-    let mut delays = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
+    // Direct streams alternate with the proxied ones, so that neither set is opened (and
+    // served by the backend) first.
+    let mut tasks = Vec::new();
+    for _ in 0..args.streams {
+        tasks.push((
+            true,
+            tokio::spawn(one_stream(Arc::clone(&args), args.addr, tls.clone())),
+        ));
+        if let Some(direct) = args.direct {
+            tasks.push((
+                false,
+                tokio::spawn(one_stream(Arc::clone(&args), direct, None)),
+            ));
+        }
+    }
+    let (mut proxied, mut direct) = (Vec::new(), Vec::new());
+    let (mut errors, mut direct_errors) = (0, 0);
+    for (is_proxied, task) in tasks {
+        let (delays, errors) = if is_proxied {
+            (&mut proxied, &mut errors)
+        } else {
+            (&mut direct, &mut direct_errors)
+        };
         match task.await {
             Ok(Ok(d)) => delays.extend(d),
             Ok(Err(err)) => {
                 eprintln!("sse-client: {err:#}");
-                errors += 1;
+                *errors += 1;
             }
             Err(err) => {
                 eprintln!("sse-client: {err}");
-                errors += 1;
+                *errors += 1;
             }
         }
     }
-    delays.sort_unstable();
+    if let Some(path) = &args.samples {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity((proxied.len() + direct.len()) * 12);
+        for (tag, delays) in [("p", &proxied), ("d", &direct)] {
+            for d in delays {
+                let _ = writeln!(text, "{tag} {d}");
+            }
+        }
+        std::fs::write(path, text)?;
+    }
+    proxied.sort_unstable();
+    direct.sort_unstable();
     println!(
-        "{{\"events\": {}, \"errors\": {errors}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
-        delays.len(),
-        percentile(&delays, 0.50) as f64 / 1000.0,
-        percentile(&delays, 0.99) as f64 / 1000.0,
+        "{{\"events\": {}, \"errors\": {errors}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"direct_events\": {}, \"direct_errors\": {direct_errors}, \"direct_p50_us\": {:.1}, \"direct_p99_us\": {:.1}}}",
+        proxied.len(),
+        percentile(&proxied, 0.50) as f64 / 1000.0,
+        percentile(&proxied, 0.99) as f64 / 1000.0,
+        direct.len(),
+        percentile(&direct, 0.50) as f64 / 1000.0,
+        percentile(&direct, 0.99) as f64 / 1000.0,
     );
     Ok(())
 }
@@ -383,6 +433,8 @@ fn main() -> anyhow::Result<()> {
                 path: arg(&args, "--path")?,
                 streams: arg(&args, "--streams")?.parse()?,
                 tls: args.iter().any(|a| a == "--tls"),
+                direct: arg(&args, "--direct").ok().map(|a| a.parse()).transpose()?,
+                samples: arg(&args, "--samples").ok().map(Into::into),
             };
             runtime.block_on(sse_client(client))
         }
@@ -393,7 +445,8 @@ fn main() -> anyhow::Result<()> {
             arg(&args, "--secs")?.parse()?,
         )),
         _ => anyhow::bail!(
-            "usage: bench-backend serve | sse-client --addr A --host H --path P --streams S [--tls]"
+            "usage: bench-backend serve | sse-client --addr A --host H --path P --streams S [--tls] \
+             [--direct B] [--samples FILE] | handshake --addr A --host H --conns C --secs D"
         ),
     }
 }

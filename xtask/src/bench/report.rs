@@ -1,5 +1,6 @@
-//! The results: a table on stdout with lbgw's ratios to nginx and HAProxy, a JSON file and an
-//! SVG chart (written as text, no plotting dependency).
+//! The results: a table on stdout with lbgw's ratios to every other target (nginx, HAProxy and
+//! `--lbgw-also` builds), a JSON file and an SVG chart (written as text, no plotting
+//! dependency).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,18 +29,14 @@ fn find<'a>(rows: &'a [Row], load: Load, target: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.load == load && r.target == target)
 }
 
-/// The latency figure compared: for SSE, the delay the proxy adds over the direct stream.
-fn latency(rows: &[Row], row: &Row, p99: bool) -> f64 {
-    let value = |r: &Row| {
-        if p99 {
-            r.measured.p99_ms
-        } else {
-            r.measured.p50_ms
-        }
-    };
-    match (row.load, find(rows, Load::Sse, "direct")) {
-        (Load::Sse, Some(direct)) if row.target != "direct" => value(row) - value(direct),
-        _ => value(row),
+/// The latency figure compared: for SSE, the delay the proxy adds over the direct streams
+/// read at the same time.
+fn latency(row: &Row, p99: bool) -> f64 {
+    match (row.sse, p99) {
+        (Some(d), false) => d.added_p50_ms(),
+        (Some(d), true) => d.added_p99_ms(),
+        (None, false) => row.measured.p50_ms,
+        (None, true) => row.measured.p99_ms,
     }
 }
 
@@ -51,7 +48,8 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// The table, with lbgw's ratios: throughput (higher is better) and p99 (lower is better).
+/// The table, with lbgw's ratios to each other target: throughput (higher is better) and p99
+/// (lower is better).
 pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{machine}\n{plan}\n");
@@ -63,8 +61,8 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
     for load in Load::ALL {
         let lbgw = find(rows, load, "lbgw");
         for row in rows.iter().filter(|r| r.load == load) {
-            let (rps_ratio, p99_ratio) = match (lbgw, row.target) {
-                (Some(l), "nginx" | "haproxy") => (
+            let (rps_ratio, p99_ratio) = match lbgw {
+                Some(l) if row.target != "lbgw" => (
                     format!(
                         "{} vs {}",
                         ratio(l.measured.rps, row.measured.rps),
@@ -72,13 +70,13 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
                     ),
                     format!(
                         "{} vs {}",
-                        ratio(latency(rows, l, true), latency(rows, row, true)),
+                        ratio(latency(l, true), latency(row, true)),
                         row.target
                     ),
                 ),
                 _ => (String::new(), String::new()),
             };
-            let label = if load == Load::Sse && row.target != "direct" {
+            let label = if row.sse.is_some() {
                 "sse (added)".to_owned()
             } else {
                 load.key().to_owned()
@@ -88,23 +86,45 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
                 "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {rps_ratio} | {p99_ratio} |",
                 row.target,
                 row.measured.rps,
-                latency(rows, row, false),
-                latency(rows, row, true),
+                latency(row, false),
+                latency(row, true),
                 row.cpu_us,
                 row.rss_mib,
                 row.measured.errors,
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "\nSSE rows: p50/p99 are the delay added to each event over the direct stream; req/s is events/s, CPU per event."
-    );
+    let baselines: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.sse.map(|d| {
+                format!(
+                    "{} {:.3} / {:.3}",
+                    r.target, d.direct_p50_ms, d.direct_p99_ms
+                )
+            })
+        })
+        .collect();
+    if !baselines.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSSE rows: p50/p99 are the proxied events' delay minus that of as many direct streams read at the same time \
+             (same backend, same ticks); req/s is events/s, CPU per event. Direct p50 / p99 ms during each target's load: {}.",
+            baselines.join(", ")
+        );
+    }
     out
 }
 
 /// Writes `results.json` and `summary.svg` into `dir`.
-pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    rows: &[Row],
+    quick: bool,
+    rounds: usize,
+    plan: &str,
+    machine: &str,
+) -> Result<()> {
     let results: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -115,8 +135,10 @@ pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -
                 "rps": round(r.measured.rps, 1),
                 "p50_ms": round(r.measured.p50_ms, 3),
                 "p99_ms": round(r.measured.p99_ms, 3),
-                "added_p50_ms": (r.load == Load::Sse).then(|| round(latency(rows, r, false), 3)),
-                "added_p99_ms": (r.load == Load::Sse).then(|| round(latency(rows, r, true), 3)),
+                "added_p50_ms": r.sse.map(|d| round(d.added_p50_ms(), 3)),
+                "added_p99_ms": r.sse.map(|d| round(d.added_p99_ms(), 3)),
+                "direct_p50_ms": r.sse.map(|d| round(d.direct_p50_ms, 3)),
+                "direct_p99_ms": r.sse.map(|d| round(d.direct_p99_ms, 3)),
                 "cpu_us_per_request": round(r.cpu_us, 2),
                 "peak_rss_mib": round(r.rss_mib, 1),
                 "errors": r.measured.errors,
@@ -126,6 +148,7 @@ pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -
     let json = serde_json::json!({
         "machine": machine,
         "quick": quick,
+        "rounds": rounds,
         "plan": plan,
         "results": results,
     });
@@ -190,7 +213,7 @@ fn svg(rows: &[Row], machine: &str) -> String {
         );
         let value = |r: &Row| {
             if *is_latency {
-                latency(rows, r, true)
+                latency(r, true)
             } else {
                 r.measured.rps
             }
