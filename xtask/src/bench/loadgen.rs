@@ -204,8 +204,9 @@ pub fn handshakes(client: &Path, addr: SocketAddr, conns: usize, secs: u64) -> R
 }
 
 /// bench-backend's SSE client: `streams` streams of `events` events `interval_ms` apart through
-/// the proxy at `proxy` (TLS), and as many at the same time straight from `backend`; the
-/// per-event delays go through `samples` (a scratch file) into [`SseDelay`].
+/// the proxy at `proxy` (TLS), and as many at the same time straight from `backend`, the
+/// streams' events spread evenly over the interval (see [`super::sse`]); the per-event delays
+/// go through `samples` (a scratch file) into [`SseDelay`].
 pub fn sse(
     client: &Path,
     proxy: SocketAddr,
@@ -227,6 +228,7 @@ pub fn sse(
         ])
         .args(["--path", &format!("/sse?n={events}&ms={interval_ms}")])
         .args(["--streams", &streams.to_string()])
+        .args(["--spread-ms", &interval_ms.to_string()])
         .args(["--direct", &backend.to_string()])
         .arg("--samples")
         .arg(samples))?;
@@ -243,6 +245,12 @@ pub fn sse(
     if direct_missing > 0.0 || json_field(&json, "direct_errors")? > 0.0 {
         bail!(
             "the direct SSE streams (the baseline) lost {direct_missing} of {expected} events: {out}"
+        );
+    }
+    if (delay.pairs as f64) < got * 0.99 {
+        bail!(
+            "only {} of {got} proxied SSE events had a direct twin on the same tick",
+            delay.pairs
         );
     }
     let measured = Measured {

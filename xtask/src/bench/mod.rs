@@ -363,10 +363,7 @@ fn measure(
     let added = row.sse.map_or(String::new(), |d| {
         format!(
             "  added p50 {:.3} ms p99 {:.3} ms (direct p50 {:.3} p99 {:.3})",
-            d.added_p50_ms(),
-            d.added_p99_ms(),
-            d.direct_p50_ms,
-            d.direct_p99_ms
+            d.added_p50_ms, d.added_p99_ms, d.direct_p50_ms, d.direct_p99_ms
         )
     });
     eprintln!(
@@ -395,25 +392,25 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// One row from the rounds of a (load, target): the median of every figure, each taken on its
-/// own (for SSE the added delay is the median of the rounds' added delays, since the proxied
-/// and direct delays of a round belong together); requests and errors summed over the rounds.
+/// own (for SSE, the median of the rounds' added-delay percentiles); requests, errors and
+/// event counts summed over the rounds.
 fn combine(rounds: &[Row]) -> Option<Row> {
     let first = rounds.first()?;
     let med = |f: &dyn Fn(&Row) -> f64| median(rounds.iter().map(f).collect());
     let sse = first.sse.map(|_| {
         let d = |f: &dyn Fn(&SseDelay) -> f64| med(&|r: &Row| r.sse.as_ref().map_or(0.0, f));
-        let direct_p50_ms = d(&|s| s.direct_p50_ms);
-        let direct_p99_ms = d(&|s| s.direct_p99_ms);
+        let sum = |f: &dyn Fn(&SseDelay) -> usize| {
+            rounds.iter().filter_map(|r| r.sse.as_ref().map(f)).sum()
+        };
         SseDelay {
-            direct_p50_ms,
-            direct_p99_ms,
-            // Stored so that added = proxied − direct gives the median added delay.
-            proxied_p50_ms: direct_p50_ms + d(&|s| s.added_p50_ms()),
-            proxied_p99_ms: direct_p99_ms + d(&|s| s.added_p99_ms()),
-            direct_events: rounds
-                .iter()
-                .filter_map(|r| r.sse.map(|s| s.direct_events))
-                .sum(),
+            added_p50_ms: d(&|s| s.added_p50_ms),
+            added_p99_ms: d(&|s| s.added_p99_ms),
+            proxied_p50_ms: d(&|s| s.proxied_p50_ms),
+            proxied_p99_ms: d(&|s| s.proxied_p99_ms),
+            direct_p50_ms: d(&|s| s.direct_p50_ms),
+            direct_p99_ms: d(&|s| s.direct_p99_ms),
+            direct_events: sum(&|s| s.direct_events),
+            pairs: sum(&|s| s.pairs),
         }
     });
     Some(Row {
@@ -536,11 +533,14 @@ mod tests {
                 errors: 1,
             },
             sse: Some(SseDelay {
+                added_p50_ms: added_p50,
+                added_p99_ms: 0.5,
                 proxied_p50_ms: direct_p50 + added_p50,
                 proxied_p99_ms: 1.0,
                 direct_p50_ms: direct_p50,
                 direct_p99_ms: 0.5,
                 direct_events: 100,
+                pairs: 90,
             }),
             cpu_us: rps / 100.0,
             rss_mib: 10.0,
@@ -561,8 +561,9 @@ mod tests {
         assert_eq!(r.measured.requests, 300.0);
         assert_eq!(r.measured.errors, 3);
         let sse = r.sse.unwrap();
-        // The median of the added delays (0.20, 0.30, 0.25), not a difference of medians.
-        assert!((sse.added_p50_ms() - 0.25).abs() < 1e-9, "{sse:?}");
+        // The median of the rounds' added delays (0.20, 0.30, 0.25).
+        assert!((sse.added_p50_ms - 0.25).abs() < 1e-9, "{sse:?}");
+        assert_eq!(sse.pairs, 270);
         assert!((sse.direct_p50_ms - 0.12).abs() < 1e-9, "{sse:?}");
         assert_eq!(sse.direct_events, 300);
         assert!(combine(&[]).is_none());

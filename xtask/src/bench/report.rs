@@ -33,8 +33,8 @@ fn find<'a>(rows: &'a [Row], load: Load, target: &str) -> Option<&'a Row> {
 /// read at the same time.
 fn latency(row: &Row, p99: bool) -> f64 {
     match (row.sse, p99) {
-        (Some(d), false) => d.added_p50_ms(),
-        (Some(d), true) => d.added_p99_ms(),
+        (Some(d), false) => d.added_p50_ms,
+        (Some(d), true) => d.added_p99_ms,
         (None, false) => row.measured.p50_ms,
         (None, true) => row.measured.p99_ms,
     }
@@ -108,8 +108,8 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
     if !baselines.is_empty() {
         let _ = writeln!(
             out,
-            "\nSSE rows: p50/p99 are the proxied events' delay minus that of as many direct streams read at the same time \
-             (same backend, same ticks); req/s is events/s, CPU per event. Direct p50 / p99 ms during each target's load: {}.",
+            "\nSSE rows: p50/p99 of each proxied event's delay minus that of its twin, the event sent on the same tick \
+             to a direct stream read at the same time; req/s is events/s, CPU per event. Direct p50 / p99 ms during each target's load: {}.",
             baselines.join(", ")
         );
     }
@@ -135,8 +135,9 @@ pub fn write(
                 "rps": round(r.measured.rps, 1),
                 "p50_ms": round(r.measured.p50_ms, 3),
                 "p99_ms": round(r.measured.p99_ms, 3),
-                "added_p50_ms": r.sse.map(|d| round(d.added_p50_ms(), 3)),
-                "added_p99_ms": r.sse.map(|d| round(d.added_p99_ms(), 3)),
+                "added_p50_ms": r.sse.map(|d| round(d.added_p50_ms, 3)),
+                "added_p99_ms": r.sse.map(|d| round(d.added_p99_ms, 3)),
+                "sse_pairs": r.sse.map(|d| d.pairs),
                 "direct_p50_ms": r.sse.map(|d| round(d.direct_p50_ms, 3)),
                 "direct_p99_ms": r.sse.map(|d| round(d.direct_p99_ms, 3)),
                 "cpu_us_per_request": round(r.cpu_us, 2),
