@@ -247,7 +247,9 @@ pub fn sse(
             "the direct SSE streams (the baseline) lost {direct_missing} of {expected} events: {out}"
         );
     }
-    if (delay.pairs as f64) < got * 0.99 {
+    // A proxied stream whose request reached the backend a tick or two after its direct twin's
+    // starts (and ends) that much later: its first and last events have no twin.
+    if (delay.pairs as f64) < got * 0.9 {
         bail!(
             "only {} of {got} proxied SSE events had a direct twin on the same tick",
             delay.pairs
