@@ -362,8 +362,8 @@ fn measure(
     };
     let added = row.sse.map_or(String::new(), |d| {
         format!(
-            "  added p50 {:.3} ms p99 {:.3} ms (direct p50 {:.3} p99 {:.3})",
-            d.added_p50_ms, d.added_p99_ms, d.direct_p50_ms, d.direct_p99_ms
+            "  added p50 {:.3} ms p99 {:.3} ms over {} pairs (direct p50 {:.3} p99 {:.3})",
+            d.added_p50_ms, d.added_p99_ms, d.pairs, d.direct_p50_ms, d.direct_p99_ms
         )
     });
     eprintln!(
