@@ -293,3 +293,76 @@ fn xml(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::loadgen::Measured;
+    use crate::bench::sse::SseDelay;
+
+    fn row(load: Load, target: &str, rps: f64, sse: Option<SseDelay>) -> Row {
+        Row {
+            load,
+            target: target.to_owned(),
+            measured: Measured {
+                requests: rps * 4.0,
+                rps,
+                p50_ms: 1.0,
+                p99_ms: 4.0,
+                errors: 0,
+            },
+            sse,
+            cpu_us: 50.0,
+            rss_mib: 20.0,
+        }
+    }
+
+    #[test]
+    fn extra_builds_get_lbgws_ratio_and_sse_rows_the_added_delay() {
+        let sse = |added_p50_ms| SseDelay {
+            added_p50_ms,
+            added_p99_ms: 0.8,
+            proxied_p50_ms: 0.3,
+            proxied_p99_ms: 2.0,
+            direct_p50_ms: 0.1,
+            direct_p99_ms: 3.0,
+            direct_events: 1000,
+            pairs: 990,
+        };
+        let rows = [
+            row(Load::H1, "lbgw", 1100.0, None),
+            row(Load::H1, "old", 1000.0, None),
+            row(Load::Sse, "lbgw", 5000.0, Some(sse(0.2))),
+            row(Load::Sse, "old", 5000.0, Some(sse(0.25))),
+        ];
+        let table = table(&rows, "plan", "machine");
+        assert!(
+            table.contains("| h1-keepalive | old | 1000 | 1.000 | 4.000 | 50.0 | 20.0 | 0 | 1.10× vs old | 1.00× vs old |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| sse (added) | lbgw | 5000 | 0.200 | 0.800 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("lbgw 0.100 / 3.000, old 0.100 / 3.000"),
+            "{table}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &rows, true, 3, "plan", "machine").unwrap();
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["rounds"], 3);
+        let results = json["results"].as_array().unwrap();
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[3]["proxy"], "old");
+        assert_eq!(results[3]["added_p50_ms"], 0.25);
+        assert_eq!(results[3]["direct_p99_ms"], 3.0);
+        assert_eq!(results[3]["sse_pairs"], 990);
+        assert!(results[0]["added_p50_ms"].is_null());
+        assert!(dir.path().join("summary.svg").exists());
+    }
+}
