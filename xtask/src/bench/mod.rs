@@ -6,8 +6,9 @@
 //! Every process listens on 127.0.0.1 on a free ephemeral port; every process the run starts
 //! is stopped again when the run ends or fails ([`procs::Proc`] guards). For each load and
 //! proxy: requests/s, p50/p99 latency, CPU time per request of the proxy's processes and
-//! their peak RSS. For SSE, the delay each proxy adds per event is its streams' delay minus
-//! that of direct streams read at the same time (see [`sse`]).
+//! their peak RSS. For SSE, the delay each proxy adds to an event is its delay minus that of
+//! its twin, the event sent on the same tick to a direct stream read at the same time (see
+//! [`sse`]).
 //!
 //! Loads run one after another; within a load the targets run in turn, and with `--rounds N`
 //! the load is repeated N times, each round starting at the next target, and every figure of
@@ -90,7 +91,7 @@ impl Load {
             Load::H2 => format!("HTTPS HTTP/2, 128 B GETs, h2load -t2 -c{plan_conns} -m10"),
             Load::Handshake => "new TCP + full TLS 1.3 handshake per GET, 32 loops".to_owned(),
             Load::Sse => {
-                "SSE, 100 streams × 50 events/s, delay added per event over 100 direct streams read at the same time"
+                "SSE, 100 streams × 50 events/s, delay added per event over its twin on 100 direct streams read at the same time"
                     .to_owned()
             }
             Load::Large => "10 MiB bodies, HTTP/1.1 keep-alive, wrk -t2 -c8".to_owned(),
