@@ -66,11 +66,32 @@ enum Task {
         binary: Option<PathBuf>,
     },
     /// lbgw, nginx and HAProxy side by side as TLS-terminating reverse proxies (installs
-    /// nginx-light and haproxy); writes docs/bench/.
+    /// nginx-light and haproxy). A run of every load against the three proxies writes
+    /// docs/bench/results.json and summary.svg; a run with --loads, --proxies or --lbgw-also
+    /// only prints its table.
     Bench {
         /// Short runs (about 4 s per load and proxy) that finish in a few minutes.
         #[arg(long)]
         quick: bool,
+        /// Only these loads (comma-separated): h1-keepalive, h2-keepalive, new-tls-conn, sse,
+        /// 10mb-body. They run in that order whatever the order given.
+        #[arg(long, value_name = "LOAD,..", value_parser = bench::options::loads)]
+        loads: Option<bench::options::Loads>,
+        /// Only these proxies (comma-separated): lbgw, nginx, haproxy.
+        #[arg(long, value_name = "PROXY,..", value_parser = bench::options::proxies)]
+        proxies: Option<bench::options::Proxies>,
+        /// Seconds per load and target (default 15, 4 with --quick).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        secs: Option<u64>,
+        /// Run each load N times, the targets in turn (each round starting one target
+        /// further), and report every figure as the median of the N rounds.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+        rounds: u16,
+        /// Another lbgw binary as one more target named LABEL, configured exactly like lbgw
+        /// and measured in the same run, e.g. `old=/tmp/lbgw-main` (repeatable). Its rows
+        /// get lbgw's ratios like nginx's and HAProxy's.
+        #[arg(long = "lbgw-also", value_name = "LABEL=PATH", value_parser = bench::options::extra_lbgw)]
+        lbgw_also: Vec<bench::options::ExtraLbgw>,
     },
     /// A UDP flood to an unserved VIP port over veth in network namespaces: lbgw's XDP early
     /// drop (native and generic) against an nftables drop rule.
@@ -148,9 +169,27 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            loads,
+            proxies,
+            secs,
+            rounds,
+            lbgw_also,
+        } => {
+            let opts = bench::options::Options {
+                quick,
+                loads,
+                proxies,
+                secs,
+                rounds: usize::from(rounds),
+                lbgw_also,
+            };
+            // Label clashes and missing binaries are found before the setup and the build.
+            opts.validate()?;
+            opts.check_binaries()?;
             setup::all()?;
-            bench::run(quick)
+            bench::run(&opts)
         }
         Task::BenchFlood { quick } => {
             setup::all()?;

@@ -3,14 +3,23 @@
 //! `bench-backend serve` listens on 127.0.0.1:0 (HTTP/1.1 and h2c), prints
 //! `listening <addr>` on stdout and serves:
 //! - `/large`: a 10 MiB body;
-//! - `/sse?n=N&ms=M`: a `text/event-stream` of N events M ms apart, each `data: <t>` where `<t>`
-//!   is the send time in nanoseconds since the Unix epoch (CLOCK_REALTIME, which every process
-//!   on the machine shares);
+//! - `/sse?n=N&ms=M&phase_us=P`: a `text/event-stream` of N events M ms apart, each
+//!   `data: <t> <tick>` where `<t>` is the send time in nanoseconds since the Unix epoch
+//!   (CLOCK_REALTIME, which every process on the machine shares) and `<tick>` the nominal
+//!   time of the tick it was sent on: P µs (default 0) after a multiple of M ms since the epoch;
 //! - anything else: a 128-byte body.
 //!
-//! `bench-backend sse-client --addr A --host H --path P --streams S [--tls]` opens S streams at
-//! once (over TLS without certificate verification: the bench's own self-signed certificate),
-//! reads every event and prints one JSON line with the receive-minus-send delay percentiles.
+//! `bench-backend sse-client --addr A --host H --path P --streams S [--tls] [--spread-ms M]
+//! [--direct B] [--samples FILE]` opens S streams of P at once (over TLS without certificate
+//! verification: the bench's own self-signed certificate), reads every event and prints one
+//! JSON line with the receive-minus-send delay percentiles. `--spread-ms M` (P's interval)
+//! spreads the streams' events evenly over the interval: stream i asks for
+//! `phase_us = i·M/S`, so the backend never sends the events of all streams at once. With
+//! `--direct B` it opens, at the same time, S more streams of P straight to B (plain HTTP,
+//! no TLS), alternating with the first ones; direct stream i asks for the same phase as
+//! stream i, so each event through A has a twin sent on the same tick straight from B.
+//! `--samples FILE` writes every event, one line each: `p <delay ns> <tick ns>` for a stream
+//! to A, `d <delay ns> <tick ns>` for a stream to B.
 //!
 //! `bench-backend handshake --addr A --host H --conns C --secs D` runs C loops for D seconds,
 //! each opening a new TCP connection, a full TLS 1.3 handshake (no resumption), one
@@ -58,12 +67,14 @@ fn respond(req: &Request<Incoming>, large: &Bytes) -> Response<Body> {
         "/sse" => {
             let n = query_param(req.uri().query(), "n", 100);
             let ms = query_param(req.uri().query(), "ms", 10);
+            let phase_us = query_param(req.uri().query(), "phase_us", 0);
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
-                for _ in 0..n {
+                let (mut tick, first) = aligned_interval(ms.max(1), phase_us);
+                for k in 0..u128::from(n) {
                     tick.tick().await;
-                    let event = format!("data: {}\n\n", now_ns());
+                    let nominal = first + k * u128::from(ms.max(1)) * 1_000_000;
+                    let event = format!("data: {} {nominal}\n\n", now_ns());
                     if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
                         return;
                     }
@@ -80,6 +91,22 @@ fn respond(req: &Request<Incoming>, large: &Bytes) -> Response<Body> {
         }
         _ => Response::new(Full::new(Bytes::from_static(SMALL)).boxed()),
     }
+}
+
+/// A tokio interval of `ms` whose ticks fall `phase_us` µs after multiples of `ms` since the
+/// Unix epoch (CLOCK_REALTIME): when a stream sends depends on the phase it asked for, not on
+/// when it was opened. Also returns the first tick's nominal time (ns since the epoch), the
+/// same for every stream of the same phase.
+fn aligned_interval(ms: u64, phase_us: u64) -> (tokio::time::Interval, u128) {
+    let period = u128::from(ms) * 1_000_000;
+    let offset = u128::from(phase_us) * 1_000 % period;
+    let now = now_ns();
+    let wait = (offset + period - now % period) % period;
+    let start = tokio::time::Instant::now() + Duration::from_nanos(wait as u64);
+    (
+        tokio::time::interval_at(start, Duration::from_millis(ms)),
+        now + wait,
+    )
 }
 
 /// An mpsc receiver as a `Stream` without pulling in tokio-stream.
@@ -162,16 +189,21 @@ struct ClientArgs {
     path: String,
     streams: usize,
     tls: bool,
+    direct: Option<SocketAddr>,
+    spread_ms: Option<u64>,
+    samples: Option<std::path::PathBuf>,
 }
 
-/// One stream: the delays (ns) of its events.
+/// One stream of `path` from `addr`: the delay (ns) and nominal tick of each of its events.
 async fn one_stream(
     args: Arc<ClientArgs>,
+    addr: SocketAddr,
+    path: String,
     tls: Option<tokio_rustls::TlsConnector>,
-) -> anyhow::Result<Vec<u64>> {
-    let tcp = TcpStream::connect(args.addr).await?;
+) -> anyhow::Result<Vec<(u64, u64)>> {
+    let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let req = Request::get(&args.path)
+    let req = Request::get(path)
         .header("host", &args.host)
         .header("accept", "text/event-stream")
         .body(Empty::<Bytes>::new())?;
@@ -206,12 +238,18 @@ async fn one_stream(
         pending.extend_from_slice(&data);
         while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = pending.drain(..end + 2).collect();
-            let sent = std::str::from_utf8(&event)
+            let mut fields = std::str::from_utf8(&event)
                 .ok()
                 .and_then(|e| e.trim().strip_prefix("data: "))
-                .and_then(|t| t.parse::<u128>().ok());
-            if let Some(sent) = sent {
-                delays.push(u64::try_from(received.saturating_sub(sent)).unwrap_or(u64::MAX));
+                .unwrap_or_default()
+                .split(' ')
+                .map(|t| t.parse::<u128>().ok());
+            if let Some(Some(sent)) = fields.next() {
+                let tick = fields.next().flatten().unwrap_or_default();
+                delays.push((
+                    u64::try_from(received.saturating_sub(sent)).unwrap_or(u64::MAX),
+                    u64::try_from(tick).unwrap_or_default(),
+                ));
             }
         }
     }
@@ -328,30 +366,76 @@ async fn sse_client(args: ClientArgs) -> anyhow::Result<()> {
     });
     let tls = tls.transpose()?;
     let args = Arc::new(args);
-    let tasks: Vec<_> = (0..args.streams)
-        .map(|_| tokio::spawn(one_stream(Arc::clone(&args), tls.clone())))
-        .collect();
-    let mut delays = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
+    // Direct streams alternate with the proxied ones, so that neither set is opened (and
+    // served by the backend) first.
+    let path = |i: usize| match args.spread_ms {
+        Some(ms) => format!(
+            "{}&phase_us={}",
+            args.path,
+            i as u64 * ms * 1000 / args.streams as u64
+        ),
+        None => args.path.clone(),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..args.streams {
+        tasks.push((
+            true,
+            tokio::spawn(one_stream(
+                Arc::clone(&args),
+                args.addr,
+                path(i),
+                tls.clone(),
+            )),
+        ));
+        if let Some(direct) = args.direct {
+            tasks.push((
+                false,
+                tokio::spawn(one_stream(Arc::clone(&args), direct, path(i), None)),
+            ));
+        }
+    }
+    let (mut proxied, mut direct) = (Vec::new(), Vec::new());
+    let (mut errors, mut direct_errors) = (0, 0);
+    for (is_proxied, task) in tasks {
+        let (delays, errors) = if is_proxied {
+            (&mut proxied, &mut errors)
+        } else {
+            (&mut direct, &mut direct_errors)
+        };
         match task.await {
             Ok(Ok(d)) => delays.extend(d),
             Ok(Err(err)) => {
                 eprintln!("sse-client: {err:#}");
-                errors += 1;
+                *errors += 1;
             }
             Err(err) => {
                 eprintln!("sse-client: {err}");
-                errors += 1;
+                *errors += 1;
             }
         }
     }
-    delays.sort_unstable();
+    if let Some(path) = &args.samples {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity((proxied.len() + direct.len()) * 12);
+        for (tag, delays) in [("p", &proxied), ("d", &direct)] {
+            for (delay, tick) in delays {
+                let _ = writeln!(text, "{tag} {delay} {tick}");
+            }
+        }
+        std::fs::write(path, text)?;
+    }
+    let mut proxied: Vec<u64> = proxied.into_iter().map(|(d, _)| d).collect();
+    let mut direct: Vec<u64> = direct.into_iter().map(|(d, _)| d).collect();
+    proxied.sort_unstable();
+    direct.sort_unstable();
     println!(
-        "{{\"events\": {}, \"errors\": {errors}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
-        delays.len(),
-        percentile(&delays, 0.50) as f64 / 1000.0,
-        percentile(&delays, 0.99) as f64 / 1000.0,
+        "{{\"events\": {}, \"errors\": {errors}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"direct_events\": {}, \"direct_errors\": {direct_errors}, \"direct_p50_us\": {:.1}, \"direct_p99_us\": {:.1}}}",
+        proxied.len(),
+        percentile(&proxied, 0.50) as f64 / 1000.0,
+        percentile(&proxied, 0.99) as f64 / 1000.0,
+        direct.len(),
+        percentile(&direct, 0.50) as f64 / 1000.0,
+        percentile(&direct, 0.99) as f64 / 1000.0,
     );
     Ok(())
 }
@@ -383,6 +467,12 @@ fn main() -> anyhow::Result<()> {
                 path: arg(&args, "--path")?,
                 streams: arg(&args, "--streams")?.parse()?,
                 tls: args.iter().any(|a| a == "--tls"),
+                direct: arg(&args, "--direct").ok().map(|a| a.parse()).transpose()?,
+                spread_ms: arg(&args, "--spread-ms")
+                    .ok()
+                    .map(|m| m.parse())
+                    .transpose()?,
+                samples: arg(&args, "--samples").ok().map(Into::into),
             };
             runtime.block_on(sse_client(client))
         }
@@ -393,7 +483,8 @@ fn main() -> anyhow::Result<()> {
             arg(&args, "--secs")?.parse()?,
         )),
         _ => anyhow::bail!(
-            "usage: bench-backend serve | sse-client --addr A --host H --path P --streams S [--tls]"
+            "usage: bench-backend serve | sse-client --addr A --host H --path P --streams S [--tls] \
+             [--spread-ms M] [--direct B] [--samples FILE] | handshake --addr A --host H --conns C --secs D"
         ),
     }
 }

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
+use super::sse::{Samples, SseDelay};
+
 /// What one load run measured on the client side.
 #[derive(Clone, Debug, Default)]
 pub struct Measured {
@@ -165,7 +167,8 @@ pub fn h2load(url: &str, conns: usize, streams: usize, secs: u64, log: &Path) ->
     Ok(m)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The value at rank round((n − 1) · p) of `sorted` (0 when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -200,41 +203,66 @@ pub fn handshakes(client: &Path, addr: SocketAddr, conns: usize, secs: u64) -> R
     })
 }
 
-/// bench-backend's SSE client: `streams` streams of `events` events `interval_ms` apart.
+/// bench-backend's SSE client: `streams` streams of `events` events `interval_ms` apart through
+/// the proxy at `proxy` (TLS), and as many at the same time straight from `backend`, the
+/// streams' events spread evenly over the interval (see [`super::sse`]); the per-event delays
+/// go through `samples` (a scratch file) into [`SseDelay`].
 pub fn sse(
     client: &Path,
-    addr: SocketAddr,
-    tls: bool,
+    proxy: SocketAddr,
+    backend: SocketAddr,
     streams: usize,
     events: u64,
     interval_ms: u64,
-) -> Result<Measured> {
+    samples: &Path,
+) -> Result<(Measured, SseDelay)> {
     let started = std::time::Instant::now();
-    let mut cmd = Command::new(client);
-    cmd.args([
-        "sse-client",
-        "--addr",
-        &addr.to_string(),
-        "--host",
-        "bench.lbgw.test",
-    ])
-    .args(["--path", &format!("/sse?n={events}&ms={interval_ms}")])
-    .args(["--streams", &streams.to_string()]);
-    if tls {
-        cmd.arg("--tls");
-    }
-    let out = run(&mut cmd)?;
+    let out = run(Command::new(client)
+        .args([
+            "sse-client",
+            "--addr",
+            &proxy.to_string(),
+            "--host",
+            "bench.lbgw.test",
+            "--tls",
+        ])
+        .args(["--path", &format!("/sse?n={events}&ms={interval_ms}")])
+        .args(["--streams", &streams.to_string()])
+        .args(["--spread-ms", &interval_ms.to_string()])
+        .args(["--direct", &backend.to_string()])
+        .arg("--samples")
+        .arg(samples))?;
     let elapsed = started.elapsed().as_secs_f64();
     let json: serde_json::Value = serde_json::from_str(out.trim()).context("sse-client output")?;
-    let got = json_field(&json, "events")?;
+    let text = std::fs::read_to_string(samples)
+        .with_context(|| format!("reading {}", samples.display()))?;
+    let _ = std::fs::remove_file(samples);
+    let parsed = Samples::parse(&text)?;
+    let delay = SseDelay::from_samples(&parsed);
+    let got = parsed.proxied.len() as f64;
     let expected = (streams as u64 * events) as f64;
-    Ok(Measured {
+    let direct_missing = (expected - delay.direct_events as f64).max(0.0);
+    if direct_missing > 0.0 || json_field(&json, "direct_errors")? > 0.0 {
+        bail!(
+            "the direct SSE streams (the baseline) lost {direct_missing} of {expected} events: {out}"
+        );
+    }
+    // A proxied stream whose request reached the backend a tick or two after its direct twin's
+    // starts (and ends) that much later: its first and last events have no twin.
+    if (delay.pairs as f64) < got * 0.9 {
+        bail!(
+            "only {} of {got} proxied SSE events had a direct twin on the same tick",
+            delay.pairs
+        );
+    }
+    let measured = Measured {
         requests: got,
         rps: got / elapsed,
-        p50_ms: json_field(&json, "p50_us")? / 1000.0,
-        p99_ms: json_field(&json, "p99_us")? / 1000.0,
+        p50_ms: delay.proxied_p50_ms,
+        p99_ms: delay.proxied_p99_ms,
         errors: json_field(&json, "errors")? as u64 + (expected - got).max(0.0) as u64,
-    })
+    };
+    Ok((measured, delay))
 }
 
 #[cfg(test)]

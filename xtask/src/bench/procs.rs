@@ -12,13 +12,14 @@ use anyhow::{Context as _, Result, bail};
 /// A process this run started. Dropping it stops it and every descendant it left: SIGTERM,
 /// then SIGKILL after a grace period. Only pids found under our own child are signalled.
 pub struct Proc {
-    pub name: &'static str,
+    pub name: String,
     child: Child,
 }
 
 impl Proc {
     /// Starts `cmd` with stdout and stderr appended to `log`.
-    pub fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<Self> {
+    pub fn spawn(name: impl Into<String>, mut cmd: Command, log: &Path) -> Result<Self> {
+        let name = name.into();
         let file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = cmd
@@ -31,8 +32,11 @@ impl Proc {
     }
 
     /// Wraps an already spawned child.
-    pub fn adopt(name: &'static str, child: Child) -> Self {
-        Self { name, child }
+    pub fn adopt(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            name: name.into(),
+            child,
+        }
     }
 
     pub fn pid(&self) -> u32 {

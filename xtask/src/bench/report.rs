@@ -1,5 +1,6 @@
-//! The results: a table on stdout with lbgw's ratios to nginx and HAProxy, a JSON file and an
-//! SVG chart (written as text, no plotting dependency).
+//! The results: a table on stdout with lbgw's ratios to every other target (nginx, HAProxy and
+//! `--lbgw-also` builds), a JSON file and an SVG chart (written as text, no plotting
+//! dependency).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,18 +29,14 @@ fn find<'a>(rows: &'a [Row], load: Load, target: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.load == load && r.target == target)
 }
 
-/// The latency figure compared: for SSE, the delay the proxy adds over the direct stream.
-fn latency(rows: &[Row], row: &Row, p99: bool) -> f64 {
-    let value = |r: &Row| {
-        if p99 {
-            r.measured.p99_ms
-        } else {
-            r.measured.p50_ms
-        }
-    };
-    match (row.load, find(rows, Load::Sse, "direct")) {
-        (Load::Sse, Some(direct)) if row.target != "direct" => value(row) - value(direct),
-        _ => value(row),
+/// The latency figure compared: for SSE, the delay the proxy adds over the direct streams
+/// read at the same time.
+fn latency(row: &Row, p99: bool) -> f64 {
+    match (row.sse, p99) {
+        (Some(d), false) => d.added_p50_ms,
+        (Some(d), true) => d.added_p99_ms,
+        (None, false) => row.measured.p50_ms,
+        (None, true) => row.measured.p99_ms,
     }
 }
 
@@ -51,7 +48,8 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// The table, with lbgw's ratios: throughput (higher is better) and p99 (lower is better).
+/// The table, with lbgw's ratios to each other target: throughput (higher is better) and p99
+/// (lower is better).
 pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{machine}\n{plan}\n");
@@ -63,8 +61,8 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
     for load in Load::ALL {
         let lbgw = find(rows, load, "lbgw");
         for row in rows.iter().filter(|r| r.load == load) {
-            let (rps_ratio, p99_ratio) = match (lbgw, row.target) {
-                (Some(l), "nginx" | "haproxy") => (
+            let (rps_ratio, p99_ratio) = match lbgw {
+                Some(l) if row.target != "lbgw" => (
                     format!(
                         "{} vs {}",
                         ratio(l.measured.rps, row.measured.rps),
@@ -72,13 +70,13 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
                     ),
                     format!(
                         "{} vs {}",
-                        ratio(latency(rows, l, true), latency(rows, row, true)),
+                        ratio(latency(l, true), latency(row, true)),
                         row.target
                     ),
                 ),
                 _ => (String::new(), String::new()),
             };
-            let label = if load == Load::Sse && row.target != "direct" {
+            let label = if row.sse.is_some() {
                 "sse (added)".to_owned()
             } else {
                 load.key().to_owned()
@@ -88,23 +86,45 @@ pub fn table(rows: &[Row], plan: &str, machine: &str) -> String {
                 "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {rps_ratio} | {p99_ratio} |",
                 row.target,
                 row.measured.rps,
-                latency(rows, row, false),
-                latency(rows, row, true),
+                latency(row, false),
+                latency(row, true),
                 row.cpu_us,
                 row.rss_mib,
                 row.measured.errors,
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "\nSSE rows: p50/p99 are the delay added to each event over the direct stream; req/s is events/s, CPU per event."
-    );
+    let baselines: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.sse.map(|d| {
+                format!(
+                    "{} {:.3} / {:.3}",
+                    r.target, d.direct_p50_ms, d.direct_p99_ms
+                )
+            })
+        })
+        .collect();
+    if !baselines.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSSE rows: p50/p99 of each proxied event's delay minus that of its twin, the event sent on the same tick \
+             to a direct stream read at the same time; req/s is events/s, CPU per event. Direct p50 / p99 ms during each target's load: {}.",
+            baselines.join(", ")
+        );
+    }
     out
 }
 
 /// Writes `results.json` and `summary.svg` into `dir`.
-pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    rows: &[Row],
+    quick: bool,
+    rounds: usize,
+    plan: &str,
+    machine: &str,
+) -> Result<()> {
     let results: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -115,8 +135,11 @@ pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -
                 "rps": round(r.measured.rps, 1),
                 "p50_ms": round(r.measured.p50_ms, 3),
                 "p99_ms": round(r.measured.p99_ms, 3),
-                "added_p50_ms": (r.load == Load::Sse).then(|| round(latency(rows, r, false), 3)),
-                "added_p99_ms": (r.load == Load::Sse).then(|| round(latency(rows, r, true), 3)),
+                "added_p50_ms": r.sse.map(|d| round(d.added_p50_ms, 3)),
+                "added_p99_ms": r.sse.map(|d| round(d.added_p99_ms, 3)),
+                "sse_pairs": r.sse.map(|d| d.pairs),
+                "direct_p50_ms": r.sse.map(|d| round(d.direct_p50_ms, 3)),
+                "direct_p99_ms": r.sse.map(|d| round(d.direct_p99_ms, 3)),
                 "cpu_us_per_request": round(r.cpu_us, 2),
                 "peak_rss_mib": round(r.rss_mib, 1),
                 "errors": r.measured.errors,
@@ -126,6 +149,7 @@ pub fn write(dir: &Path, rows: &[Row], quick: bool, plan: &str, machine: &str) -
     let json = serde_json::json!({
         "machine": machine,
         "quick": quick,
+        "rounds": rounds,
         "plan": plan,
         "results": results,
     });
@@ -190,7 +214,7 @@ fn svg(rows: &[Row], machine: &str) -> String {
         );
         let value = |r: &Row| {
             if *is_latency {
-                latency(rows, r, true)
+                latency(r, true)
             } else {
                 r.measured.rps
             }
@@ -268,4 +292,77 @@ fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::loadgen::Measured;
+    use crate::bench::sse::SseDelay;
+
+    fn row(load: Load, target: &str, rps: f64, sse: Option<SseDelay>) -> Row {
+        Row {
+            load,
+            target: target.to_owned(),
+            measured: Measured {
+                requests: rps * 4.0,
+                rps,
+                p50_ms: 1.0,
+                p99_ms: 4.0,
+                errors: 0,
+            },
+            sse,
+            cpu_us: 50.0,
+            rss_mib: 20.0,
+        }
+    }
+
+    #[test]
+    fn extra_builds_get_lbgws_ratio_and_sse_rows_the_added_delay() {
+        let sse = |added_p50_ms| SseDelay {
+            added_p50_ms,
+            added_p99_ms: 0.8,
+            proxied_p50_ms: 0.3,
+            proxied_p99_ms: 2.0,
+            direct_p50_ms: 0.1,
+            direct_p99_ms: 3.0,
+            direct_events: 1000,
+            pairs: 990,
+        };
+        let rows = [
+            row(Load::H1, "lbgw", 1100.0, None),
+            row(Load::H1, "old", 1000.0, None),
+            row(Load::Sse, "lbgw", 5000.0, Some(sse(0.2))),
+            row(Load::Sse, "old", 5000.0, Some(sse(0.25))),
+        ];
+        let table = table(&rows, "plan", "machine");
+        assert!(
+            table.contains("| h1-keepalive | old | 1000 | 1.000 | 4.000 | 50.0 | 20.0 | 0 | 1.10× vs old | 1.00× vs old |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| sse (added) | lbgw | 5000 | 0.200 | 0.800 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("lbgw 0.100 / 3.000, old 0.100 / 3.000"),
+            "{table}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &rows, true, 3, "plan", "machine").unwrap();
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["rounds"], 3);
+        let results = json["results"].as_array().unwrap();
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[3]["proxy"], "old");
+        assert_eq!(results[3]["added_p50_ms"], 0.25);
+        assert_eq!(results[3]["direct_p99_ms"], 3.0);
+        assert_eq!(results[3]["sse_pairs"], 990);
+        assert!(results[0]["added_p50_ms"].is_null());
+        assert!(dir.path().join("summary.svg").exists());
+    }
 }
