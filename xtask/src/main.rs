@@ -93,6 +93,17 @@ enum Task {
         #[arg(long = "lbgw-also", value_name = "LABEL=PATH", value_parser = bench::options::extra_lbgw)]
         lbgw_also: Vec<bench::options::ExtraLbgw>,
     },
+    /// User-space instructions per proxied request (valgrind callgrind) of lbgw and HAProxy
+    /// under the h1-keepalive and h2-keepalive loads: a count that does not move with the
+    /// machine's load, for comparing builds (installs valgrind).
+    BenchInstructions {
+        /// Requests counted per load and target.
+        #[arg(long, value_name = "N", default_value_t = 4000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+        requests: u64,
+        /// Another lbgw binary to count, as in `bench` (repeatable).
+        #[arg(long = "lbgw-also", value_name = "LABEL=PATH", value_parser = bench::options::extra_lbgw)]
+        lbgw_also: Vec<bench::options::ExtraLbgw>,
+    },
     /// A UDP flood to an unserved VIP port over veth in network namespaces: lbgw's XDP early
     /// drop (native and generic) against an nftables drop rule.
     BenchFlood {
@@ -190,6 +201,13 @@ fn main() -> Result<()> {
             opts.check_binaries()?;
             setup::all()?;
             bench::run(&opts)
+        }
+        Task::BenchInstructions {
+            requests,
+            lbgw_also,
+        } => {
+            setup::all()?;
+            bench::instructions::run(requests, &lbgw_also)
         }
         Task::BenchFlood { quick } => {
             setup::all()?;

@@ -19,6 +19,7 @@
 
 mod configs;
 pub mod flood;
+pub mod instructions;
 mod loadgen;
 pub mod options;
 mod procs;
@@ -137,9 +138,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/h2load", "nghttp2-client"),
 ];
 
-fn install_packages() -> Result<()> {
+/// Installs the Debian packages of [`PACKAGES`] and `extra` whose binary is missing.
+fn install_packages(extra: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
+        .chain(extra)
         .filter(|(bin, _)| !Path::new(bin).exists())
         .map(|(_, pkg)| *pkg)
         .collect();
@@ -267,6 +270,12 @@ fn start_lbgw(
     let port = procs::free_port()?;
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, configs::lbgw(port, backend, cert_pem, key_pem))?;
+    let cmd = lbgw_command(bin, &config, &dir.join(format!("{name}-ipam.json")));
+    start(name, cmd, port, dir)
+}
+
+/// `lbgw run` as every bench runs it, on `config` with its IPAM state in `state`.
+fn lbgw_command(bin: &Path, config: &Path, state: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args([
         "run",
@@ -284,13 +293,13 @@ fn start_lbgw(
         &configs::WORKERS.to_string(),
     ])
     .arg("--config")
-    .arg(&config)
+    .arg(config)
     .arg("--state")
-    .arg(dir.join(format!("{name}-ipam.json")))
+    .arg(state)
     // The proxy serves on its --workers threads; the main runtime only runs the daemon.
     .env("TOKIO_WORKER_THREADS", "1")
     .env("LBGW_LOG", "warn");
-    start(name, cmd, port, dir)
+    cmd
 }
 
 fn start(name: &str, cmd: Command, port: u16, dir: &Path) -> Result<Target> {
@@ -439,7 +448,7 @@ fn round_order(targets: usize, round: usize) -> impl Iterator<Item = usize> {
 /// The whole run.
 pub fn run(opts: &Options) -> Result<()> {
     opts.validate()?;
-    install_packages()?;
+    install_packages(&[])?;
     let (lbgw, client) = build(opts.proxies().contains(&Proxy::Lbgw))?;
     let dir = std::env::temp_dir().join(format!("lbgw-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
