@@ -113,8 +113,9 @@ async fn proxy(
     }
     exchange.served_by = Some(shared.route_metrics.get(&conn.model, m.route, None));
     exchange.rule = Some(m.rule_index);
-    let path = parts.uri.path().to_owned();
-    let query = parts.uri.query().map(str::to_owned);
+    // A clone of the URI shares its bytes: path and query are borrowed from it, not copied.
+    let uri = parts.uri.clone();
+    let (path, query) = (uri.path(), uri.query());
     let mut applied = Applied::default();
     let mut filter_req = FilterRequest {
         method: &parts.method,
@@ -123,8 +124,8 @@ async fn proxy(
             scheme: m.listener.scheme,
             host: &host,
             listener_port: m.listener.port,
-            path: &path,
-            query: query.as_deref(),
+            path,
+            query,
             matched_prefix: m.matched_prefix(),
         },
     };
@@ -146,14 +147,21 @@ async fn proxy(
     let resolved = resolve(conn, &m, &backend.backend)?;
 
     // The upstream request.
-    let target = applied.path_and_query(&path, query.as_deref(), m.matched_prefix());
+    // Without a path rewrite the target is the client's, shared rather than rebuilt.
+    let target = match (applied.rewrite_path, uri.path_and_query()) {
+        (None, Some(target)) => target.clone(),
+        _ => applied
+            .path_and_query(path, query, m.matched_prefix())
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))?,
+    };
     let upstream_host: Option<Authority> = applied.rewrite_host.unwrap_or(&host).parse().ok();
     // Only CORS looks at the request (its Origin) once the response is back.
     let request_headers = match applied.cors {
         Some(_) => parts.headers.clone(),
         None => http::HeaderMap::new(),
     };
-    let head = upstream_head(conn, parts, &host, &target, upgrading)?;
+    let head = upstream_head(conn, parts, &host, target, upgrading);
     let retry = retry_policy(&m);
     let mut body = request_body(
         incoming,
@@ -270,12 +278,9 @@ fn upstream_head(
     conn: &Conn,
     mut parts: http::request::Parts,
     host: &str,
-    target: &str,
+    target: PathAndQuery,
     upgrading: bool,
-) -> Result<Request<()>, ProxyError> {
-    let target: PathAndQuery = target
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))?;
+) -> Request<()> {
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     parts.headers.remove(HOST);
     headers::add_forwarded(
@@ -291,7 +296,7 @@ fn upstream_head(
     *head.method_mut() = parts.method;
     *head.uri_mut() = target.into();
     *head.headers_mut() = parts.headers;
-    Ok(head)
+    head
 }
 
 /// Passive health: how an attempt went for its endpoint, and connect errors counted.
