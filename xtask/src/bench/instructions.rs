@@ -196,6 +196,7 @@ fn callgrind_control(action: &str, pid: u32) -> Result<()> {
     let status = Command::new("callgrind_control")
         .args([action, &pid.to_string()])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .context("running callgrind_control")?;
     if !status.success() {
