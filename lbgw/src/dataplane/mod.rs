@@ -218,7 +218,9 @@ impl Dataplane {
     pub fn load_with(bytes: &[u8], pinning: &pin::Pinning) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
         // Maps are pinned by name in the object. Unpinned, they are pinned in a private
-        // directory that is removed right after loading (the process's fds keep them).
+        // directory that is removed right after loading (the process's fds keep them). It sits
+        // at the top of bpffs, not under the default pin directory, so that nothing is left
+        // behind (an empty /sys/fs/bpf/lbgw) after a run that pins nothing.
         let (map_dir, pins) = match pinning {
             pin::Pinning::Dir(dir) => {
                 let paths = pin::PinPaths::new(dir)?;
@@ -227,8 +229,8 @@ impl Dataplane {
             pin::Pinning::None => {
                 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let dir = std::path::Path::new(pin::DEFAULT_PIN_DIR)
-                    .join(format!("tmp-{}-{n}", std::process::id()));
+                let dir = std::path::Path::new(pin::BPFFS)
+                    .join(format!("lbgw-tmp-{}-{n}", std::process::id()));
                 (dir, None)
             }
         };

@@ -23,6 +23,8 @@ use std::{
 
 /// Where lbgw pins, by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lbgw";
+/// Where bpffs is mounted (by systemd, or by lbgw when nothing is).
+pub const BPFFS: &str = "/sys/fs/bpf";
 /// bpffs' magic number (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -112,7 +114,7 @@ impl PinPaths {
 /// Makes sure `dir` is on bpffs (mounting bpffs at /sys/fs/bpf when nothing is mounted there,
 /// as systemd normally does) and exists.
 pub fn prepare(dir: &Path) -> Result<(), PinError> {
-    let bpffs = Path::new("/sys/fs/bpf");
+    let bpffs = Path::new(BPFFS);
     if !is_bpffs(bpffs) && dir.starts_with(bpffs) {
         mount_bpffs(bpffs).map_err(|source| PinError::NoBpffs {
             path: dir.to_owned(),
