@@ -18,9 +18,14 @@
 //! before its end closes the connection, since the rest of the response would still be on the
 //! wire. Idle connections are taken most recently used first, kept at most
 //! [`IDLE_TIMEOUT`] and [`MAX_IDLE_PER_ENDPOINT`] per endpoint. Idle connections are polled by
-//! no one: one the backend has closed is noticed when it is checked out (or swept when newer
-//! ones are checked in), and a request that hyper could not start writing on such a connection
-//! (a close racing with the checkout) is sent again on a new connection.
+//! no one: one the backend has closed is noticed when it is checked out, when newer ones are
+//! checked in, or by the [`sweeper`] every [`SWEEP_INTERVAL`]; a request that hyper could not
+//! start writing on such a connection (a close racing with the checkout) is sent again on a
+//! new connection. A request already written when the backend's close or reset arrives is
+//! sent again on a new connection only when it is idempotent and has no body (RFC 9110
+//! §9.2.2; RFC 9112 §9.3.1: a proxy must not retry non-idempotent requests on its own), once;
+//! anything else fails with 502, which a route's GEP-1731 retry policy may retry. Backends that
+//! close idle connections sooner than [`IDLE_TIMEOUT`] (Node.js: 5 s) make the race likelier.
 //!
 //! Requests that ask for a protocol upgrade (WebSocket, RFC 9110 §7.8) get a connection of
 //! their own that runs as a task, since after `101 Switching Protocols` it becomes a tunnel
@@ -49,7 +54,7 @@ use super::super::body::{self, ProxyBody};
 use super::super::error::ProxyError;
 
 /// How long an idle connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per endpoint (per worker); beyond this the oldest is closed.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
@@ -165,10 +170,14 @@ struct Idle {
     since: Instant,
 }
 
+type IdleMap = Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>;
+
 /// The idle connections of one worker, by endpoint.
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: Arc<Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>>,
+    idle: Arc<IdleMap>,
+    /// Whether the sweeper task runs (started by the first request, on the worker's runtime).
+    sweeping: AtomicBool,
 }
 
 impl Pool {
@@ -178,6 +187,9 @@ impl Pool {
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweeper(Arc::downgrade(&self.idle)));
+        }
         if req.headers().contains_key(UPGRADE) {
             // Rare paths are boxed: their futures would otherwise grow the one every
             // request moves through its callers.
@@ -189,6 +201,11 @@ impl Pool {
                 Some(conn) => (conn, false),
                 None => (Box::pin(connect(endpoint)).await?, true),
             };
+            // What it takes to send the request again if the backend closes this reused
+            // connection under it (RFC 9110 §9.2.2: idempotent requests may be retried
+            // automatically; a body would be gone).
+            let again = (!fresh && req.method().is_idempotent() && req.body().is_end_stream())
+                .then(|| Box::new(head_of(&req)));
             match exchange(&mut conn, req).await {
                 Ok(response) => {
                     let idle = Arc::clone(&self.idle);
@@ -202,10 +219,14 @@ impl Pool {
                         .boxed()
                     }));
                 }
-                Err(mut err) => match err.take_message() {
+                Err(mut err) => match (err.take_message(), again) {
                     // Nothing was written: the pooled connection had been closed. A fresh
                     // connection that fails the same way is an answer, not a race.
-                    Some(unsent) if !fresh => req = unsent,
+                    (Some(unsent), _) if !fresh => req = unsent,
+                    (None, Some(head)) if closed_under(err.error()) => {
+                        tracing::debug!(%endpoint, "backend closed a reused connection under an idempotent request; sending it again on a new one");
+                        req = head.map(|()| body::empty());
+                    }
                     _ => {
                         return Err(ProxyError::Upstream {
                             endpoint,
@@ -215,6 +236,19 @@ impl Pool {
                 },
             }
         }
+    }
+
+    /// Idle connections, over every endpoint.
+    #[cfg(test)]
+    pub(super) fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.values().map(Vec::len).sum()
+    }
+
+    /// What the sweeper does, as if at `now`.
+    #[cfg(test)]
+    pub(super) fn sweep_at(&self, now: Instant) {
+        sweep(&self.idle, now);
     }
 
     /// The most recently used idle connection to `endpoint` that can take a request now.
@@ -230,12 +264,39 @@ impl Pool {
     }
 }
 
+/// How often idle connections are swept without waiting for a request to their endpoint.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Every [`SWEEP_INTERVAL`], closes idle connections that have expired or that their backend
+/// has closed, for every endpoint: endpoints come and go with EndpointSlices, and the
+/// connections to one that is no longer used would otherwise stay open (half-closed once the
+/// backend gives up on them). Ends with the pool.
+async fn sweeper(idle: std::sync::Weak<IdleMap>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        sweep(&idle, Instant::now());
+    }
+}
+
+/// Closes the idle connections that are expired at `now` or closed; forgets empty endpoints.
+fn sweep(idle: &IdleMap, now: Instant) {
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    idle.retain(|_, list| {
+        list.retain_mut(|i| {
+            now.saturating_duration_since(i.since) < IDLE_TIMEOUT && i.conn.ready_now()
+        });
+        !list.is_empty()
+    });
+}
+
 /// Returns `conn` to the idle list of `endpoint` if it can take another request.
-fn checkin(
-    idle: &Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>,
-    endpoint: SocketAddr,
-    mut conn: Box<Conn>,
-) {
+fn checkin(idle: &IdleMap, endpoint: SocketAddr, mut conn: Box<Conn>) {
     if !conn.ready_now() {
         return;
     }
@@ -260,6 +321,37 @@ fn checkin(
         conn,
         since: Instant::now(),
     });
+}
+
+/// A copy of `req`'s head, to send it again.
+fn head_of(req: &Request<ProxyBody>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
+}
+
+/// Whether `err` is the backend closing or resetting the connection before its response was
+/// complete, the race a reused keep-alive connection can lose (RFC 9112 §9.3.1 on retrying).
+fn closed_under(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A new connection to `endpoint`; boxed, since it moves between the pool and requests.
@@ -328,7 +420,7 @@ struct PooledBody {
     /// `None` once returned to the pool or closed.
     conn: Option<Box<Conn>>,
     endpoint: SocketAddr,
-    idle: Arc<Mutex<foldhash::HashMap<SocketAddr, Vec<Idle>>>>,
+    idle: Arc<IdleMap>,
 }
 
 impl PooledBody {

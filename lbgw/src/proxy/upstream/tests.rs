@@ -219,6 +219,11 @@ async fn a_streamed_body_is_read_as_the_reader_asks() {
 /// `Connection: close`) and then closes the connection, as a backend whose keep-alive
 /// timeout has just expired does. Returns its address and the number of connections.
 async fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    closing_backend_after(Duration::ZERO).await
+}
+
+/// [`closing_backend`], closing `delay` after the response.
+async fn closing_backend_after(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -238,7 +243,12 @@ async fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
-                // Closed with the response: the client learns it only from the FIN.
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                // Closed after the response: the client learns it only from the FIN. (Closing
+                // later but before the client's next request arrives is the race a pooled
+                // connection cannot avoid: that request fails, see `http1`'s module doc.)
             });
         }
     });
@@ -264,6 +274,87 @@ async fn a_connection_the_backend_closed_is_not_used_again() {
         );
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn idle_connections_that_expire_or_close_are_swept() {
+    let (open, _) = backend().await;
+    let (closing, _) = closing_backend_after(Duration::from_millis(100)).await;
+    let upstreams = Upstreams::new();
+    get(&upstreams, open, "/").await;
+    get(&upstreams, closing, "/").await;
+    // Both idle; then the second backend closes its connection. No request goes to it again:
+    // only the sweep notices.
+    assert_eq!(upstreams.http1.idle_count(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstreams.http1.sweep_at(std::time::Instant::now());
+    assert_eq!(upstreams.http1.idle_count(), 1, "the closed one is gone");
+    upstreams
+        .http1
+        .sweep_at(std::time::Instant::now() + super::http1::IDLE_TIMEOUT);
+    assert_eq!(upstreams.http1.idle_count(), 0, "the expired one is gone");
+}
+
+/// A backend that answers the first request of each connection (kept alive) and closes the
+/// connection when the second arrives, without answering: the backend closing an idle
+/// connection at the moment a reused one is given a request.
+async fn closing_on_second_request() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // The next request (or a body's first bytes): closed unanswered.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_on_a_connection_closed_under_it_goes_again() {
+    let (endpoint, accepted) = closing_on_second_request().await;
+    let upstreams = Upstreams::new();
+    // Each GET after the first lands on the pooled connection, which the backend closes
+    // under it; it is sent again on a new connection (RFC 9110 §9.2.2).
+    for round in 0..4 {
+        assert_eq!(
+            get(&upstreams, endpoint, "/").await,
+            (StatusCode::OK, Bytes::from("ok")),
+            "round {round}"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    // A POST is not idempotent: the same close is a 502-class error, not a second send.
+    let post = Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .body(body::full("data"))
+        .unwrap();
+    let err = upstreams
+        .send(endpoint, UpstreamProtocol::Http1, None, post)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::proxy::error::ProxyError::Upstream { .. }),
+        "{err:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 4, "the POST went out once");
 }
 
 #[tokio::test]
