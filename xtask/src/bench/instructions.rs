@@ -16,10 +16,10 @@
 //! divide the dump's total by the requests. The 8 TLS handshakes of the measured run are
 //! included (about 1,100 instructions per request at 8,000 requests).
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -148,7 +148,13 @@ fn measure(target: &Target, load: &str, args: &[&str], requests: u64, dir: &Path
     }
     let log = dir.join(format!("{}.{load}.log", target.name));
     let mut proc = Proc::spawn(format!("{} (callgrind)", target.name), cmd, &log)?;
-    wait_listening(&mut proc, SocketAddr::from(([127, 0, 0, 1], port)), &log)?;
+    // Valgrind starts slowly.
+    procs::wait_listening_for(
+        &mut proc,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &log,
+        Duration::from_secs(120),
+    )?;
     let url = format!("https://127.0.0.1:{port}/");
     h2load(args, WARM_UP, &url)?;
     callgrind_control("-z", proc.pid())?;
@@ -159,22 +165,6 @@ fn measure(target: &Target, load: &str, args: &[&str], requests: u64, dir: &Path
     let text =
         std::fs::read_to_string(&dump).with_context(|| format!("reading {}", dump.display()))?;
     Ok(total(&text).with_context(|| format!("no totals in {}", dump.display()))? / requests)
-}
-
-/// Valgrind starts slowly: up to two minutes to listen.
-fn wait_listening(proc: &mut Proc, addr: SocketAddr, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Err(err) = proc.check_alive() {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{err}:\n{log}");
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("{} did not listen on {addr} within 120 s", proc.name)
 }
 
 /// Sends exactly `requests` requests; fails unless every one succeeded.

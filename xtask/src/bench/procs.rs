@@ -172,9 +172,20 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Waits until something accepts connections on `addr`, while `proc` is alive.
+/// Waits until something accepts connections on `addr`, while `proc` is alive, for up to
+/// 30 s.
 pub fn wait_listening(proc: &mut Proc, addr: SocketAddr, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_listening_for(proc, addr, log, Duration::from_secs(30))
+}
+
+/// [`wait_listening`] for up to `limit` (a process under valgrind starts slowly).
+pub fn wait_listening_for(
+    proc: &mut Proc,
+    addr: SocketAddr,
+    log: &Path,
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Err(err) = proc.check_alive() {
             let log = std::fs::read_to_string(log).unwrap_or_default();
@@ -185,5 +196,5 @@ pub fn wait_listening(proc: &mut Proc, addr: SocketAddr, log: &Path) -> Result<(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{} did not listen on {addr} within 30 s", proc.name)
+    bail!("{} did not listen on {addr} within {limit:?}", proc.name)
 }

@@ -189,7 +189,8 @@ impl Pool {
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if !self.sweeping.swap(true, Ordering::Relaxed) {
+        // A load first: the swap (a write to a shared line) happens once, not per request.
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweeper(Arc::downgrade(&self.idle)));
         }
         if req.headers().contains_key(UPGRADE) {

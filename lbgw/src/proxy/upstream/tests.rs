@@ -219,11 +219,30 @@ async fn a_streamed_body_is_read_as_the_reader_asks() {
 /// `Connection: close`) and then closes the connection, as a backend whose keep-alive
 /// timeout has just expired does. Returns its address and the number of connections.
 async fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    closing_backend_after(Duration::ZERO).await
+    answering_once(Then::CloseAfter(Duration::ZERO)).await
 }
 
 /// [`closing_backend`], closing `delay` after the response.
 async fn closing_backend_after(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    answering_once(Then::CloseAfter(delay)).await
+}
+
+/// What a connection of [`answering_once`] does after its one response.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Closes after this delay. Closed at once, the client learns it from the FIN with the
+    /// response; closed later but before the client's next request arrives is the race a
+    /// pooled connection cannot avoid (see `http1`'s module doc).
+    CloseAfter(Duration),
+    /// Closes when the next request (or a body's first bytes) arrives, unanswered: the
+    /// backend closing an idle connection at the moment a reused one is given a request.
+    CloseOnNextRequest,
+}
+
+/// A hand-written backend that answers the first request of each connection with a
+/// keep-alive `200 ok` and then does `then`. Returns its address and the number of
+/// connections it accepted.
+async fn answering_once(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -243,12 +262,16 @@ async fn closing_backend_after(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+                match then {
+                    // No yield when there is no delay: the close follows the response at once.
+                    Then::CloseAfter(delay) if !delay.is_zero() => {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Then::CloseAfter(_) => {}
+                    Then::CloseOnNextRequest => {
+                        let _ = stream.read(&mut buf).await;
+                    }
                 }
-                // Closed after the response: the client learns it only from the FIN. (Closing
-                // later but before the client's next request arrives is the race a pooled
-                // connection cannot avoid: that request fails, see `http1`'s module doc.)
             });
         }
     });
@@ -295,40 +318,9 @@ async fn idle_connections_that_expire_or_close_are_swept() {
     assert_eq!(upstreams.http1.idle_count(), 0, "the expired one is gone");
 }
 
-/// A backend that answers the first request of each connection (kept alive) and closes the
-/// connection when the second arrives, without answering: the backend closing an idle
-/// connection at the moment a reused one is given a request.
-async fn closing_on_second_request() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut read = 0;
-                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf[read..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => read += n,
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // The next request (or a body's first bytes): closed unanswered.
-                let _ = stream.read(&mut buf).await;
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 #[tokio::test]
 async fn an_idempotent_request_on_a_connection_closed_under_it_goes_again() {
-    let (endpoint, accepted) = closing_on_second_request().await;
+    let (endpoint, accepted) = answering_once(Then::CloseOnNextRequest).await;
     let upstreams = Upstreams::new();
     let idle = super::http1::REPLAY_AFTER_IDLE + Duration::from_millis(100);
     get(&upstreams, endpoint, "/").await;
